@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MediachatConfig(AppConfig):
+    name = "mediachat"
+    verbose_name = "Conversations"

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from personalization.views import content_page
+
+from . import views
+
+urlpatterns = [
+    path("", views.chat_page, name="chat"),
+    path("c/<slug:slug>/", content_page, name="content-page"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]
