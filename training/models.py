@@ -46,6 +46,7 @@ class ModelVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["kind"], condition=Q(status="active"), name="one_active_model_per_kind"),
         ]
+        permissions = [("activate_modelversion", "Can activate a model version")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.name} ({self.status})"
@@ -78,6 +79,7 @@ class TrainingRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "-created_at"], name="trainingrun_status_idx")]
+        permissions = [("cancel_trainingrun", "Can cancel a training run")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} run {self.pk} ({self.status})"
