@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_celery_results",
     "mediachat",
@@ -170,13 +171,25 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": [],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_ANON_RATE", default="600/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_ANON_RATE", default="600/min"),
+        "user": env.str("API_USER_RATE", default="1200/min"),
+        "interactions": env.str("API_INTERACTIONS_RATE", default="240/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "mediachat API",
     "DESCRIPTION": "Catalog, conversations, feedback and reading signals of mediachat.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc served from drf-spectacular-sidecar's static files: no CDN is needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ContentKindEnum": "personalization.models.Content.Kind",
+        "InteractionKindEnum": "personalization.models.Interaction.Kind",
+    },
 }
 
 # --- Chat ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from personalization.views import content_page
 
@@ -13,4 +13,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/health/", views.health, name="health"),
+    path("api/", include("mediachat.api_urls")),
 ]
+
+handler404 = "mediachat.apis.api_page_not_found"
