@@ -1,0 +1,154 @@
+"""The admin dashboard's reads: activity per day, ratings, serving models, recent runs, top content.
+
+Every figure is aggregated by the database (TruncDate + Count, filtered Counts); Python only fills in
+the days that had nothing.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from personalization.models import Interaction
+from training.models import ModelVersion, TrainingRun
+
+from .models import Conversation, Message, MessageFeedback
+
+HELPFUL = MessageFeedback.Rating.UP
+NOT_HELPFUL = MessageFeedback.Rating.DOWN
+
+
+@dataclass(frozen=True)
+class Window:
+    """The last `days` days up to and including today, in the current time zone."""
+
+    days: list[dt.date]
+    start: dt.datetime
+
+    @classmethod
+    def last(cls, days: int, today: dt.date | None = None) -> "Window":
+        today = today or timezone.localdate()
+        first = today - dt.timedelta(days=days - 1)
+        start = timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+        return cls(days=[first + dt.timedelta(days=i) for i in range(days)], start=start)
+
+
+@dataclass(frozen=True)
+class RatingDay:
+    day: dt.date
+    helpful: int
+    not_helpful: int
+
+
+@dataclass(frozen=True)
+class RatingTotals:
+    helpful: int
+    not_helpful: int
+
+    @property
+    def total(self) -> int:
+        return self.helpful + self.not_helpful
+
+    @property
+    def helpful_rate(self) -> float | None:
+        """Share of ratings that were helpful, 0 to 1; None without ratings."""
+        return self.helpful / self.total if self.total else None
+
+    @property
+    def helpful_percent(self) -> str:
+        """The helpful rate for people: "75.0%", or "-" without ratings."""
+        rate = self.helpful_rate
+        return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _per_day(queryset: QuerySet, field: str, window: Window, **counts: Count) -> dict[dt.date, dict[str, int]]:
+    rows = (
+        queryset.filter(**{f"{field}__gte": window.start})
+        .annotate(day=TruncDate(field))
+        .values("day")
+        .annotate(**counts)
+        .order_by("day")
+    )
+    return {row["day"]: row for row in rows}
+
+
+def counts_per_day(queryset: QuerySet, field: str, window: Window) -> list[tuple[dt.date, int]]:
+    """Rows of `queryset` per day of the window by the datetime `field`, zero for days without any."""
+    found = _per_day(queryset, field, window, n=Count("pk"))
+    return [(day, found[day]["n"] if day in found else 0) for day in window.days]
+
+
+def conversations_per_day(window: Window) -> list[tuple[dt.date, int]]:
+    return counts_per_day(Conversation.objects.all(), "started_at", window)
+
+
+def messages_per_day(window: Window) -> list[tuple[dt.date, int]]:
+    return counts_per_day(Message.objects.all(), "created_at", window)
+
+
+def _rating_counts() -> dict[str, Count]:
+    return {"helpful": Count("pk", filter=Q(rating=HELPFUL)), "not_helpful": Count("pk", filter=Q(rating=NOT_HELPFUL))}
+
+
+def ratings_per_day(window: Window) -> list[RatingDay]:
+    """Helpful and not-helpful ratings per day of the window, by when they were given."""
+    found = _per_day(MessageFeedback.objects.all(), "created_at", window, **_rating_counts())
+    empty = {"helpful": 0, "not_helpful": 0}
+    return [
+        RatingDay(day=day, helpful=found.get(day, empty)["helpful"], not_helpful=found.get(day, empty)["not_helpful"])
+        for day in window.days
+    ]
+
+
+def rating_totals(since: dt.datetime | None = None) -> RatingTotals:
+    """Helpful and not-helpful ratings given since `since` (all of them without it)."""
+    queryset = MessageFeedback.objects.all()
+    if since is not None:
+        queryset = queryset.filter(created_at__gte=since)
+    return RatingTotals(**queryset.aggregate(**_rating_counts()))
+
+
+def active_models() -> list[ModelVersion]:
+    """The active version of each kind, ordered by kind."""
+    return list(ModelVersion.objects.active().select_related("training_run").order_by("kind"))
+
+
+def recent_runs(limit: int = 10) -> list[TrainingRun]:
+    return list(TrainingRun.objects.select_related("created_by").order_by("-created_at")[:limit])
+
+
+@dataclass(frozen=True)
+class TopContent:
+    content_id: int
+    title: str
+    status: str
+    interactions: int
+    clicks: int
+    completions: int
+
+
+def top_content(window: Window, limit: int = 10) -> list[TopContent]:
+    """The contents with the most reading signals in the window, with their clicks and completions."""
+    rows = (
+        Interaction.objects.filter(occurred_at__gte=window.start)
+        .values("content_id", "content__title", "content__status")
+        .annotate(
+            n=Count("pk"),
+            clicks=Count("pk", filter=Q(kind=Interaction.Kind.CLICK)),
+            completions=Count("pk", filter=Q(kind=Interaction.Kind.COMPLETE)),
+        )
+        .order_by("-n", "content_id")[:limit]
+    )
+    return [
+        TopContent(
+            content_id=row["content_id"],
+            title=row["content__title"],
+            status=row["content__status"],
+            interactions=row["n"],
+            clicks=row["clicks"],
+            completions=row["completions"],
+        )
+        for row in rows
+    ]
