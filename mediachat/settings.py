@@ -8,6 +8,7 @@ Nothing set: the embedded default (SQLite, in-memory channel layer, a Celery bro
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -126,10 +127,17 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # Redis redelivers a task that runs past the visibility timeout: keep it above every time limit.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
+# (The SQLAlchemy transport hands its options to create_engine, which refuses this one.)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600} if REDIS_URL else {}
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+# django-celery-beat's DatabaseScheduler copies these into its tables at start; edit them in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "recommender-refresh": {"task": "training.tasks.recommender_refresh", "schedule": crontab(hour=3, minute=15)},
+    "training-runs-fail-lost": {"task": "training.tasks.training_runs_fail_lost", "schedule": crontab(minute=40)},
+    "conversations-close-stale": {"task": "mediachat.tasks.conversations_close_stale", "schedule": 300.0},
+}
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -106,3 +106,108 @@ def embedded_asgi_server(transactional_db, tmp_path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+# --- Celery workers and the embedded default in a folder of its own ---------------------------------
+
+
+def start_celery_worker(env: dict[str, str], logfile: Path, *, pool: str = "prefork") -> subprocess.Popen:
+    """A real Celery worker on queues default, nlu and training (one process); returns once it is ready."""
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "mediachat", "worker", "-Q", "default,nlu,training",
+        "-c", "1", "--pool", pool, "-n", f"test-{os.getpid()}-{free_port()}@%h", "-l", "INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = logfile.read_text()
+        if " ready." in text:
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}:\n{text}")
+        time.sleep(0.2)
+    stop(proc)
+    raise TimeoutError(f"celery worker not ready in 60 s:\n{logfile.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Path]:
+    """A real Celery worker on the test database and this run's broker (Redis, or SQLite when embedded).
+
+    Module-scoped to start once per file; tests using it take `transactional_db` so the worker sees
+    their rows. Yields the worker's log file.
+    """
+    logfile = tmp_path_factory.mktemp("celery") / "worker.log"
+    proc = start_celery_worker(child_env(), logfile)
+    try:
+        yield logfile
+    finally:
+        stop(proc)
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    """A child environment on the embedded default in `data_dir`: its own SQLite database, no Redis."""
+    env = child_env()
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    env["MEDIACHAT_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """Run `manage.py ARGS` in a child with `env`; returns its stdout, raises with its output on failure."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+# Creates a small catalog and reading signals, launches a recommender run and prints its id.
+LAUNCH_RECOMMENDER_RUN = """
+from datetime import timedelta
+from django.utils import timezone
+from personalization.models import Content, Interaction
+from training.services.runs import training_run_launch
+now = timezone.now()
+items = [
+    Content.objects.create(title=f"Item {i}", slug=f"item-{i}", status="published", published_at=now)
+    for i in range(12)
+]
+Interaction.objects.bulk_create(
+    Interaction(content=items[(i * i) % 12], kind="click", session_key="reader", occurred_at=now - timedelta(hours=i))
+    for i in range(60)
+)
+print("run", training_run_launch(kind="recommender", parameters={}, user_id=None).pk)
+"""
+
+
+def launch_recommender_run(env: dict[str, str]) -> int:
+    """Seed signals and launch a recommender run through `manage.py shell` in a child; returns the run id."""
+    out = manage(env, "shell", "-c", LAUNCH_RECOMMENDER_RUN)
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("run ")))
+
+
+def sqlite_row(path: Path, sql: str, *params: object) -> tuple | None:
+    """One row from a SQLite database other processes write (WAL lets this read beside them)."""
+    import sqlite3
+
+    db = sqlite3.connect(path, timeout=20)
+    try:
+        return db.execute(sql, params).fetchone()
+    finally:
+        db.close()
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; returns that, or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met in {timeout} s")
