@@ -5,6 +5,8 @@ or service and serializes. Errors always have the shape {"code", "detail"} (plus
 another reader's conversation or message answers 404 exactly as a missing one does.
 """
 
+import io
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -37,6 +39,8 @@ from .serializers import (
     ReaderSerializer,
 )
 from .services import ChatError, feedback_set
+
+MAX_BODY_BYTES = 256 * 1024
 
 # DRF's codes renamed where the websocket protocol already has a name for the same refusal.
 CODE_NAMES = {"parse_error": "invalid_json", "throttled": "rate_limited", "invalid": "invalid_field"}
@@ -89,6 +93,25 @@ def api_page_not_found(request: HttpRequest, exception: Exception) -> HttpRespon
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "not_found", "detail": "No such endpoint."}, status=404)
     return page_not_found(request, exception)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = f"The body is over {MAX_BODY_BYTES} bytes."
+    default_code = "too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON, refused past MAX_BODY_BYTES before it is decoded (DRF reads the stream past Django's own limit)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read(MAX_BODY_BYTES + 1)
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+        try:
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
 
 
 class ReaderSessionAuthentication(SessionAuthentication):
@@ -204,13 +227,19 @@ class MessageListView(ApiBase, APIView):
 
 
 class FeedbackView(ApiBase, APIView):
-    parser_classes = [JSONParser]
+    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         summary="Rate an assistant message",
         description="A second rating replaces the first. Anonymous readers send the CSRF token too.",
         request=FeedbackInputSerializer,
-        responses={200: FeedbackSerializer, 400: ErrorSerializer, 403: ErrorSerializer, **ERRORS_404},
+        responses={
+            200: FeedbackSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            413: ErrorSerializer,
+            **ERRORS_404,
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         data = request.data

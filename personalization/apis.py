@@ -1,16 +1,13 @@
 """REST entry points for the published catalog and for reading signals (the interactions beacon)."""
 
-import io
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 
-from mediachat.apis import ERRORS_404, ApiBase, ReaderSessionAuthentication
+from mediachat.apis import ERRORS_404, ApiBase, BoundedJSONParser, ReaderSessionAuthentication
 from mediachat.serializers import ErrorSerializer
 
 from .selectors import ContentFilters, content_get, content_list, content_search, reader_interactions
@@ -25,28 +22,10 @@ from .serializers import (
 )
 from .services import SignalError, interactions_record
 
-MAX_BEACON_BYTES = 256 * 1024
-
 
 class ContentPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = 413
-    default_detail = f"The body is over {MAX_BEACON_BYTES} bytes."
-    default_code = "too_large"
-
-
-class BoundedJSONParser(JSONParser):
-    """JSON, refused past MAX_BEACON_BYTES before it is decoded."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        raw = stream.read(MAX_BEACON_BYTES + 1)
-        if len(raw) > MAX_BEACON_BYTES:
-            raise PayloadTooLarge()
-        return super().parse(io.BytesIO(raw), media_type, parser_context)
 
 
 class TextJSONParser(BoundedJSONParser):

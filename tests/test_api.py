@@ -5,6 +5,7 @@ The small factories here are shared with tests/test_api_readers.py.
 
 import itertools
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,13 +76,15 @@ def make_content(
 
 
 def make_user(username: str | None = None):
-    return get_user_model().objects.create_user(username=username or f"reader{next(_seq)}", password="pw-123456!")
+    # No password: hashing one costs a noticeable fraction of a second, and the tests sign in with force_login.
+    return get_user_model().objects.create_user(username=username or f"reader{next(_seq)}", password=None)
 
 
 def api_client(*, user=None, enforce_csrf_checks: bool = False) -> APIClient:
-    """A client from an address of its own, so that throttle counts never leak between tests or runs."""
-    n = next(_seq)
-    client = APIClient(enforce_csrf_checks=enforce_csrf_checks, REMOTE_ADDR=f"10.{n % 250}.{n // 250 % 250}.7")
+    """A client from a random address of its own: throttle counts (kept in Redis between runs) never leak."""
+    n = secrets.randbelow(2**24)
+    address = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
+    client = APIClient(enforce_csrf_checks=enforce_csrf_checks, REMOTE_ADDR=address)
     if user is not None:
         client.force_login(user)
     return client
@@ -116,7 +119,7 @@ def slugs(response) -> list[str]:
 
 def test_list_shows_only_published_items_and_detail_hides_the_rest():
     now = timezone.now()
-    visible = make_content("Visible")
+    visible = make_content("Visible", published_at=now - timedelta(hours=1))
     draft = make_content("Draft", status=Content.Status.DRAFT)
     archived = make_content("Archived", status=Content.Status.ARCHIVED, published_at=now - timedelta(days=3))
     scheduled = make_content("Scheduled", published_at=now + timedelta(days=1))
