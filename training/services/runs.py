@@ -202,10 +202,10 @@ def training_run_launch(*, kind: str, parameters: dict, user_id: int | None) -> 
     """
     from training.tasks import training_run_execute as task  # the tasks module imports this one
 
-    pipeline = PIPELINES.get(kind)
+    pipeline = PIPELINES.get(kind) if isinstance(kind, str) else None
     if pipeline is None:
         known = ", ".join(sorted(PIPELINES))
-        raise TrainingRunError(f"No training pipeline for kind {kind!r} yet; available: {known}.")
+        raise TrainingRunError(f"No training pipeline for kind {str(kind)!r} yet; available: {known}.")
     try:
         pipeline.check(parameters)
     except ValueError as exc:
@@ -280,7 +280,7 @@ def training_run_execute(*, run_id: int) -> None:
     try:
         pipeline = PIPELINES.get(run.kind)
         if pipeline is None:
-            raise TrainingRunError(f"No training pipeline for kind {run.kind!r}.")
+            raise TrainingRunError(f"No training pipeline for kind {str(run.kind)!r}.")
         result = pipeline.train(run, Checkpoint(run_id))
         _succeed(run, result)
     except RunCancelled:
