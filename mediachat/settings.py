@@ -40,7 +40,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_celery_results",
     "mediachat",
@@ -191,14 +190,6 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Catalog, conversations, feedback and reading signals of mediachat.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # Swagger UI and Redoc served from drf-spectacular-sidecar's static files: no CDN is needed.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {
-        "ContentKindEnum": "personalization.models.Content.Kind",
-        "InteractionKindEnum": "personalization.models.Interaction.Kind",
-    },
     # Swagger UI and Redoc served from drf-spectacular-sidecar's static files: no CDN is needed.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -16,7 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/health/", views.health, name="health"),
     path("api/", include("mediachat.api_urls")),
-    path("api/", include("mediachat.api_urls")),
 ]
 
 handler404 = "mediachat.apis.api_page_not_found"
