@@ -135,13 +135,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="Progress", ordering="progress")
     def progress_bar(self, run: TrainingRun) -> str:
         percent = round(100 * run.progress)
-        return format_html(
-            '<progress max="100" value="{}" aria-label="{}% done">{}%</progress> {}%',
-            percent,
-            percent,
-            percent,
-            percent,
-        )
+        bar = '<progress max="100" value="{0}" aria-label="{0}% done">{0}%</progress> {0}%'
+        return format_html('<span style="white-space:nowrap">' + bar + "</span>", percent)
 
     @admin.display(description="Parameters")
     def parameters_pretty(self, run: TrainingRun) -> str:
