@@ -1,0 +1,151 @@
+"""`manage.py run_platform` on the embedded default in a folder of its own: serve, run a job, stop."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, embedded_env, free_port, launch_recommender_run, manage, sqlite_row, wait_until
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Platform:
+    def __init__(self, data_dir: Path):
+        self.env = embedded_env(data_dir)
+        self.db = data_dir / "mediachat.sqlite3"
+        self.log = data_dir / "platform.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "run_platform", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.proc.poll() is None, f"run_platform exited with {self.proc.returncode}:\n{self.output()}"
+            return "mediachat is running at" in self.output() and " ready." in self.output()
+
+        wait_until(ready, timeout=60, what="run_platform's banner and a ready worker")
+
+    def children(self) -> dict[str, int]:
+        return {name: int(pid) for name, pid in re.findall(r"^started (\w+) \(pid (\d+)\)", self.output(), re.M)}
+
+
+@pytest.fixture
+def platform(tmp_path) -> Iterator[Platform]:
+    manage(embedded_env(tmp_path), "migrate", "--noinput", "-v", "0")
+    platform = Platform(tmp_path)
+    try:
+        yield platform
+    finally:
+        if platform.proc.poll() is None:
+            platform.proc.kill()
+            platform.proc.wait()
+        for pid in platform.children().values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_serves_runs_a_job_and_stops_on_sigterm(platform):
+    platform.wait_ready()
+    children = platform.children()
+    assert set(children) == {"web", "worker", "beat"}
+    out = platform.output()
+    for line in (f"{platform.url}/", f"{platform.url}/admin/", f"{platform.url}/api/docs/"):
+        assert line in out
+
+    health = httpx.get(f"{platform.url}/api/health/", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    chat = httpx.get(f"{platform.url}/", timeout=10)
+    assert chat.status_code == 200 and chat.headers["content-type"].startswith("text/html")
+
+    # A job launched from another process reaches the worker through the SQLite broker.
+    run_id = launch_recommender_run(platform.env)
+    status = wait_until(
+        lambda: (
+            (row := sqlite_row(platform.db, "SELECT status FROM training_trainingrun WHERE id = ?", run_id))
+            and row[0] not in ("queued", "running")
+            and row[0]
+        ),
+        timeout=60,
+        what=f"training run {run_id} finishing",
+    )
+    assert status == "succeeded"
+    # Beat's DatabaseScheduler copied the schedule from the settings into its tables.
+    tasks = {
+        r[0]
+        for r in sqlite3_rows(
+            platform.db, "SELECT task FROM django_celery_beat_periodictask WHERE task NOT LIKE 'celery.%'"
+        )
+    }
+    assert tasks == {
+        "training.tasks.recommender_refresh",
+        "training.tasks.training_runs_fail_lost",
+        "mediachat.tasks.conversations_close_stale",
+    }
+
+    started = time.monotonic()
+    platform.proc.send_signal(signal.SIGTERM)
+    assert platform.proc.wait(timeout=30) == 0
+    assert time.monotonic() - started < 15
+    assert not [name for name, pid in children.items() if alive(pid)]
+    assert "all processes stopped" in platform.output()
+
+
+def test_exits_when_a_child_dies(platform):
+    platform.wait_ready()
+    children = platform.children()
+
+    os.kill(children["beat"], signal.SIGKILL)
+
+    assert platform.proc.wait(timeout=30) != 0
+    assert "beat exited with status -9; stopping the others" in platform.output()
+    assert not [name for name, pid in children.items() if alive(pid)]
+
+
+def test_refuses_what_cannot_work(tmp_path):
+    env = embedded_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run_platform", "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "--workers > 1 needs REDIS_URL" in done.stderr
+    done = subprocess.run(  # a fresh folder: nothing migrated yet
+        [sys.executable, "manage.py", "run_platform"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "unapplied migrations: run `manage.py migrate`" in done.stderr
+
+
+def sqlite3_rows(path: Path, sql: str) -> list[tuple]:
+    import sqlite3
+
+    db = sqlite3.connect(path, timeout=20)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
