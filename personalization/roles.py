@@ -35,7 +35,7 @@ EDITOR_GRANTS = (
     Grant("personalization", ("content", "section", "tag", "author"), CRUD),
     Grant("personalization", ("interaction", "readerprofile"), ("view",)),
     # Intents, keyword rules and surveys arrive in later migrations; the patterns take them in as they do.
-    Grant("personalization", ("intent*", "keywordrule", "survey*"), ("view",)),
+    Grant("personalization", ("intent*", "keywordrule", "survey*"), CRUD),
     Grant("mediachat", ("conversation", "message", "messagefeedback"), ("view",)),
 )
 
