@@ -106,10 +106,10 @@ class Command(BaseCommand):
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if (os.cpu_count() or 1) <= 2:
-            # Torch in the worker and the engine in the server would otherwise each take every core.
+            # Torch (which sizes its thread pool from these) in the worker and in the server would otherwise
+            # each take every core, and two processes fighting over two cores run many times slower.
             env.setdefault("OMP_NUM_THREADS", "1")
             env.setdefault("MKL_NUM_THREADS", "1")
-            env.setdefault("MEDIACHAT_TORCH_THREADS", "1")
         return env
 
     def _on_signal(self, signum: int, frame: object) -> None:
