@@ -175,8 +175,8 @@ def recommender_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResul
         last_interaction_id=last_id,
         metrics=metrics,
     )
+    checkpoint(0.95, f"trained on {total} interactions over {len(model.scores)} items; writing the artifact")
     path = artifact_write(kind=ModelKind.RECOMMENDER, run_id=run.id, payload=payload)
-    checkpoint(0.98, f"artifact written to {path}")
     return PipelineResult(
         name=f"popularity-run-{run.id}",
         artifact_path=path,
@@ -317,7 +317,9 @@ def _succeed(run: TrainingRun, result: PipelineResult) -> None:
             progress=1.0,
             metrics=result.metrics,
             finished_at=timezone.now(),
-            log=_log_append(f"succeeded: model version {version.pk} ({version.name}) is a candidate"),
+            log=_log_append(
+                f"succeeded: model version {version.pk} ({version.name}) is a candidate; {version.artifact_path}"
+            ),
         )
         if not finished:  # cancelled after the last checkpoint: roll the version back
             raise RunCancelled
