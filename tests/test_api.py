@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from mediachat import api_urls
 from mediachat.models import Conversation, Message
 from personalization.identity import SESSION_READER_KEY, ReaderRef
 from personalization.models import Author, Content, Section, Tag
@@ -298,6 +299,11 @@ def test_schema_lists_every_endpoint():
     for path, methods in API_PATHS.items():
         assert path in schema["paths"], path
         assert methods <= set(schema["paths"][path]), path
+    # Every route of mediachat.api_urls but the schema and its pages, so a new endpoint cannot be left out.
+    for pattern in api_urls.urlpatterns:
+        route = "/api/" + re.sub(r"<(?:int:)?pk>", "{id}", re.sub(r"<slug:(\w+)>", r"{\1}", str(pattern.pattern)))
+        if pattern.name not in ("api-schema", "api-docs", "api-redoc"):
+            assert route in schema["paths"], route
     post = schema["paths"]["/api/interactions/"]["post"]
     assert set(post["requestBody"]["content"]) == {"application/json", "text/plain"}
 

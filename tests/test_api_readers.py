@@ -7,6 +7,7 @@ reader's conversation or message answers 404, exactly like one that does not exi
 import json
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -408,3 +409,18 @@ def test_beacon_without_a_reader_session_is_refused():
     response = api_client().post("/api/interactions/", "x=1", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
     assert not Interaction.objects.exists()
+
+
+def test_beacon_over_a_real_server(asgi_server):
+    """The whole path over loopback: uvicorn, session cookie, text/plain beacon, then the reader's list."""
+    item = make_content("Live")
+    with httpx.Client(base_url=asgi_server, timeout=10) as http:
+        assert http.get("/api/reader/").json()["authenticated"] is False
+        body = json.dumps({"events": [{"content": item.slug, "kind": "view", "idempotency_key": "v"}] * 2})
+        response = http.post("/api/interactions/", content=body, headers={"Content-Type": "text/plain;charset=UTF-8"})
+        assert response.status_code == 200 and response.json() == {"recorded": 1, "duplicates": 1}
+        assert http.get("/api/interactions/").json()["count"] == 1
+        with httpx.Client(base_url=asgi_server, timeout=10) as stranger:
+            assert stranger.get("/api/interactions/").json()["count"] == 0
+            response = stranger.post("/api/interactions/", content=body, headers={"Content-Type": "text/plain"})
+            assert response.status_code == 403 and response.json()["code"] == "no_reader"
