@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from personalization.demo.seed import ADMIN_PASSWORD, EDITOR_PASSWORD, STAFF_PASSWORD
 from tests.conftest import ROOT, embedded_env, free_port, launch_recommender_run, manage, sqlite_row, wait_until
 
 
@@ -78,6 +79,8 @@ def test_serves_runs_a_job_and_stops_on_sigterm(platform):
     out = platform.output()
     for line in (f"{platform.url}/", f"{platform.url}/admin/", f"{platform.url}/api/docs/"):
         assert line in out
+    for login in (f"editor / {EDITOR_PASSWORD}", f"staff  / {STAFF_PASSWORD}", f"admin  / {ADMIN_PASSWORD}"):
+        assert login in out  # as seed_demo creates them
 
     health = httpx.get(f"{platform.url}/api/health/", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"

@@ -183,4 +183,11 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _logins(self) -> list[str]:
-        return []
+        from personalization.demo.seed import ADMIN_PASSWORD, EDITOR_PASSWORD, STAFF_PASSWORD
+
+        return [
+            "Demo sign-ins, once `manage.py seed_demo` has run (demo-only passwords):",
+            f"  editor / {EDITOR_PASSWORD}   (editors: the catalog, and conversations to read)",
+            f"  staff  / {STAFF_PASSWORD}    (staff: an editor who also runs training and activates models)",
+            f"  admin  / {ADMIN_PASSWORD}    (superuser)",
+        ]
