@@ -15,6 +15,7 @@
   const BACKOFF_MAX_MS = 15000;
   const AUTOSCROLL_SLACK_PX = 120;
   const HISTORY_POLL_MS = 2000;
+  const RESYNC_RETRY_MS = 1000;
   const REASONS = {
     1: [
       ["helpful", "Helpful"],
@@ -61,7 +62,9 @@
     unfinished: new Set(), // assistant message ids that streamed tokens but have no `done` yet
     typing: new Map(), // question id -> "typing" placeholder of its reply, before the first token
     pendingReplies: new Set(), // question ids whose reply has not ended
-    resyncing: false,
+    // Answers still due to our `history` and `feedback` frames, oldest first. The server answers frames in
+    // order, so an `error` without a client_id belongs to the oldest of them.
+    awaiting: [],
     resyncTimer: null,
     // After "New conversation" while a reply is on its way, that reply's events belong to the old one.
     discarding: false,
@@ -201,7 +204,10 @@
   function onClose() {
     state.socket = null;
     state.welcomes = 0;
-    state.resyncing = false;
+    for (const answer of state.awaiting) {
+      if (answer.kind === "feedback") feedbackFailed(answer.messageId, "Not saved: the connection dropped. Rate again.");
+    }
+    state.awaiting = [];
     // Whatever was in flight is unconfirmed now: resend it all after the next welcome.
     for (const entry of state.outbox) entry.sent = false;
     // The reply being streamed ended with the socket; the resync brings back what the server stored.
@@ -318,6 +324,7 @@
   }
 
   function onFeedbackSaved(event) {
+    settleAnswer("feedback", event.message_id);
     const el = state.rendered.get(event.message_id);
     if (!el) return;
     const box = el.querySelector(".feedback");
@@ -328,8 +335,8 @@
   }
 
   function onHistory(event) {
+    settleAnswer("history", null);
     if (event.conversation_id !== state.conversationId || !Array.isArray(event.messages)) return;
-    state.resyncing = false;
     keepScrolled(() => {
       for (const message of event.messages) upsertFromHistory(message);
     });
@@ -341,8 +348,14 @@
 
   function requestHistory() {
     if (!isOpen() || state.conversationId === null) return;
-    state.resyncing = true;
-    send({ type: "history", conversation_id: state.conversationId, after_id: resumeAfter() });
+    if (send({ type: "history", conversation_id: state.conversationId, after_id: resumeAfter() })) {
+      state.awaiting.push({ kind: "history", messageId: null });
+    }
+  }
+
+  function settleAnswer(kind, messageId) {
+    const index = state.awaiting.findIndex((a) => a.kind === kind && (kind !== "feedback" || a.messageId === messageId));
+    if (index >= 0) state.awaiting.splice(index, 1);
   }
 
   function scheduleResync(delay) {
@@ -366,13 +379,21 @@
         return;
       }
     }
-    if (code === "not_found" && state.resyncing) {
-      // The stored conversation belongs to someone else now (signed out, or another account).
-      state.resyncing = false;
-      setConversation(null);
-      state.lastId = 0;
-      window.sessionStorage.removeItem(STORAGE_LAST_ID);
-      if (!state.rendered.size) ui.emptyState.hidden = false;
+    // internal_error also comes unasked, before the `done` of a reply that failed.
+    const answered = code === "internal_error" ? undefined : state.awaiting.shift();
+    if (answered?.kind === "feedback" && feedbackFailed(answered.messageId, `Not saved: ${detail}`)) return;
+    if (answered?.kind === "history") {
+      if (code === "rate_limited") {
+        scheduleResync(RESYNC_RETRY_MS);
+        return;
+      }
+      if (code === "not_found") {
+        // The stored conversation is not this reader's any more (signed out, or another account).
+        setConversation(null);
+        state.lastId = 0;
+        window.sessionStorage.removeItem(STORAGE_LAST_ID);
+        if (!state.rendered.size) ui.emptyState.hidden = false;
+      }
     }
     keepScrolled(() => ui.log.appendChild(notice(code, detail)));
   }
@@ -546,9 +567,11 @@
       extra.appendChild(feedbackBox(message.id ?? message.message_id, message.rating ?? null));
     }
     el.querySelector(".message-meta").before(extra);
-    if (message.timing && Number.isFinite(message.timing.total_ms)) {
-      const meta = el.querySelector(".message-meta");
-      meta.title = `First words after ${message.timing.first_token_ms} ms, complete after ${message.timing.total_ms} ms`;
+    const timing = message.timing || {};
+    if (Number.isFinite(timing.total_ms)) {
+      const parts = [`whole reply after ${timing.total_ms} ms`];
+      if (Number.isFinite(timing.first_token_ms)) parts.unshift(`first words after ${timing.first_token_ms} ms`);
+      el.querySelector(".message-meta").title = parts.join(", ");
     }
   }
 
@@ -639,6 +662,21 @@
     return box;
   }
 
+  function sendFeedback(frame) {
+    if (!send(frame)) return false;
+    state.awaiting.push({ kind: "feedback", messageId: frame.message_id });
+    return true;
+  }
+
+  /** Show on its message that a rating was not saved; false when that message is not on the page. */
+  function feedbackFailed(messageId, text) {
+    const box = state.rendered.get(messageId)?.querySelector(".feedback");
+    if (!box) return false;
+    box.dataset.state = "error";
+    setText(box.querySelector(".feedback-status"), text);
+    return true;
+  }
+
   function showRating(box, rating) {
     for (const button of box.querySelectorAll(".rate")) {
       button.setAttribute("aria-pressed", String(Number(button.dataset.rating) === rating));
@@ -648,7 +686,7 @@
   function rate(box, messageId, rating) {
     showRating(box, rating);
     const status = box.querySelector(".feedback-status");
-    if (!send({ type: "feedback", message_id: messageId, rating })) {
+    if (!sendFeedback({ type: "feedback", message_id: messageId, rating })) {
       box.dataset.state = "error";
       setText(status, "Offline: rate again once reconnected");
       return;
@@ -699,7 +737,7 @@
           const reasons = Array.from(box.querySelectorAll(".reason[aria-pressed='true']"), (chip) => chip.dataset.reason);
           const frame = { type: "feedback", message_id: messageId, rating, reasons, comment: comment.value.trim() };
           const status = box.querySelector(".feedback-status");
-          if (send(frame)) {
+          if (sendFeedback(frame)) {
             box.dataset.state = "saving";
             setText(status, "Saving…");
             box.querySelector(".feedback-details").hidden = true;
