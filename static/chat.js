@@ -300,6 +300,7 @@
     const el = assistantElement(event.message_id, null);
     state.unfinished.add(event.message_id);
     el.dataset.state = "streaming";
+    el.setAttribute("aria-busy", "true"); // screen readers hear the reply once, when it is done
     keepScrolled(() => el.querySelector(".bubble-text").appendChild(document.createTextNode(event.text)));
   }
 
@@ -500,6 +501,7 @@
     if (state.typing.has(questionId)) return;
     const el = assistantShell(questionId);
     el.dataset.state = "typing";
+    el.setAttribute("aria-busy", "true");
     state.typing.set(questionId, el);
     keepScrolled(() => ui.log.appendChild(el));
   }
@@ -556,6 +558,7 @@
   function finishAssistant(el, message) {
     const status = String(message.status || "complete");
     el.dataset.state = status;
+    el.setAttribute("aria-busy", String(status === "streaming"));
     const textEl = el.querySelector(".bubble-text");
     if (typeof message.text === "string") setText(textEl, message.text);
     el.querySelector(".message-extra")?.remove();
