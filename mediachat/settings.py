@@ -208,6 +208,8 @@ MEDIACHAT = {
     "WS_RATE_BURST": env.int("MEDIACHAT_WS_RATE_BURST", default=5),
     "ENGINE": env.str("MEDIACHAT_ENGINE", default="mediachat.engine.retrieval.RetrievalEngine"),
     "RECOMMENDATIONS": env.int("MEDIACHAT_RECOMMENDATIONS", default=3),
+    # Pause between streamed words of a reply written at once (the retrieval engine), in milliseconds.
+    "STREAM_DELAY_MS": env.float("MEDIACHAT_STREAM_DELAY_MS", default=25.0),
     "RECENCY_HALF_LIFE_DAYS": env.float("MEDIACHAT_RECENCY_HALF_LIFE_DAYS", default=90.0),
 }
 

@@ -1,0 +1,322 @@
+"""The chat websocket (docs/protocol.md): validate a frame, persist through the services, then answer.
+
+ORM work runs off the loop through `database_sync_to_async`, which closes stale connections around
+every call (the Channels guidance for long-lived consumers). The reader is resolved once, on connect.
+A reply streams from an asyncio task, so `stop`, a new message or a disconnect can cancel it; whoever
+cancels it stores what was streamed as `interrupted`.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from personalization.identity import SESSION_READER_KEY, ReaderRef, reader_from
+
+from . import protocol
+from .engine import Engine, EngineRequest, EngineResult, Turn, get_engine
+from .models import Message, MessageFeedback
+from .services import ChatError, feedback_set, message_receive, messages_after, reply_finish, reply_start
+
+logger = logging.getLogger(__name__)
+
+
+def db(func):
+    """`func` run on a pool thread with its own connection, so sockets do not queue behind one thread."""
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+class TokenBucket:
+    """`rate` frames a second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.capacity = float(max(burst, 1))
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Received:
+    message: Message
+    created: bool
+    reply_id: int | None = None
+    history: tuple[Turn, ...] = ()
+
+
+@dataclass
+class ReplyStream:
+    reply_id: int
+    reply_to: int
+    started: float  # monotonic time the reader's frame arrived
+    pieces: list[str] = field(default_factory=list)
+    first_token_ms: int | None = None
+    finished: bool = False  # someone has taken charge of storing the ending
+    task: asyncio.Task | None = None
+
+    def elapsed_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
+
+
+def reader_for_scope(scope: dict) -> ReaderRef:
+    """The socket's reader; no reader (empty key) when the session cookie is missing, unknown or expired."""
+    user, session = scope.get("user"), scope.get("session")
+    if user is not None and user.is_authenticated:
+        return reader_from(user, session)
+    if session is None:
+        return ReaderRef(user_id=None)
+    session.get(SESSION_READER_KEY)  # loads it: an unknown or expired cookie leaves no session_key
+    if session.session_key is None:
+        return ReaderRef(user_id=None)
+    return reader_from(user, session)
+
+
+def receive_and_start(*, reader: ReaderRef, command: protocol.SendMessage, engine: Engine) -> Received:
+    """Store the reader's message and, unless it is a resend, the streaming reply row and the turns before it."""
+    if command.conversation_id is None and command.client_id:
+        # A resent first message: the client never learnt its conversation, so match it across the reader's.
+        earlier = (
+            Message.objects.filter(
+                reader.owner_q("conversation__"), role=Message.Role.USER, client_id=command.client_id
+            )
+            .order_by("-id")
+            .first()
+        )
+        if earlier is not None:
+            return Received(message=earlier, created=False)
+    message, created = message_receive(
+        reader=reader, text=command.text, client_id=command.client_id, conversation_id=command.conversation_id
+    )
+    if not created:
+        return Received(message=message, created=False)
+    history: tuple[Turn, ...] = ()
+    wanted = engine.history_turns(message.text)
+    if wanted:
+        earlier = (
+            Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
+            .exclude(role=Message.Role.SYSTEM)
+            .order_by("-id")
+            .values_list("role", "text")[:wanted]
+        )
+        history = tuple(Turn(role=role, text=text) for role, text in reversed(earlier))
+    reply = reply_start(question=message, engine=engine.name, model_version_id=engine.model_version_id)
+    return Received(message=message, created=True, reply_id=reply.id, history=history)
+
+
+def history_messages(*, reader: ReaderRef, conversation_id: int, after_id: int) -> list[dict]:
+    """The `history` event's messages, serialized on the worker thread (urls and feedback are loaded there)."""
+    out = []
+    for m in messages_after(reader=reader, conversation_id=conversation_id, after_id=after_id):
+        feedback: MessageFeedback | None = getattr(m, "feedback", None)
+        out.append(
+            {
+                "id": m.id,
+                "role": m.role,
+                "text": m.text,
+                "status": m.status,
+                "reply_to": m.reply_to_id,
+                "created_at": m.created_at.isoformat(),
+                "cited": [{"id": c.id, "title": c.title, "url": c.reader_url} for c in m.cited.all()],
+                "rating": feedback.rating if feedback is not None else None,
+            }
+        )
+    return out
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    reader: ReaderRef
+    engine: Engine
+    bucket: TokenBucket
+    stream: ReplyStream | None = None
+    closed: bool = False
+
+    async def connect(self) -> None:
+        self.reader = await database_sync_to_async(reader_for_scope)(self.scope)
+        config = settings.MEDIACHAT
+        self.bucket = TokenBucket(config["WS_RATE_PER_S"], config["WS_RATE_BURST"])
+        self.engine = get_engine()
+        await self.accept()
+        await self.send_event(
+            "welcome",
+            protocol=protocol.PROTOCOL_VERSION,
+            max_message_chars=config["MAX_MESSAGE_CHARS"],
+            authenticated=self.reader.is_authenticated,
+        )
+
+    async def disconnect(self, code: int) -> None:
+        self.closed = True
+        await self.interrupt()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        received_at = time.monotonic()
+        data: dict | None = None
+        try:
+            data = protocol.decode_frame(text_data, bytes_data)
+            if data.get("type") != "stop" and not self.bucket.take():
+                raise ChatError("rate_limited", "Too many frames; slow down and resend.")
+            command = protocol.parse_command(data)
+            if not isinstance(command, protocol.StopReply) and not (self.reader.user_id or self.reader.session_key):
+                raise ChatError("no_reader", "This connection has no session; load the chat page first.")
+            await self.handle(command, received_at)
+        except ChatError as exc:
+            client_id = protocol.reply_client_id(data) if data is not None else None
+            await self.send_error(exc.code, exc.detail, client_id=client_id)
+        except Exception:
+            logger.exception("chat frame failed")
+            await self.send_error("internal_error", "The server failed; try again.")
+
+    async def handle(self, command: protocol.Command, received_at: float) -> None:
+        if isinstance(command, protocol.SendMessage):
+            await self.on_message(command, received_at)
+        elif isinstance(command, protocol.RateReply):
+            feedback = await db(feedback_set)(
+                reader=self.reader,
+                message_id=command.message_id,
+                rating=command.rating,
+                reasons=command.reasons,
+                comment=command.comment,
+            )
+            await self.send_event(
+                "feedback_saved", message_id=feedback.message_id, rating=feedback.rating, reasons=feedback.reasons
+            )
+        elif isinstance(command, protocol.FetchHistory):
+            messages = await db(history_messages)(
+                reader=self.reader, conversation_id=command.conversation_id, after_id=command.after_id
+            )
+            await self.send_event("history", conversation_id=command.conversation_id, messages=messages)
+        else:
+            await self.interrupt()
+
+    async def on_message(self, command: protocol.SendMessage, received_at: float) -> None:
+        # The reply streaming now is interrupted first; storing that ending overlaps storing this message,
+        # and its `done` still goes out before this message's `ack`.
+        interrupting = asyncio.ensure_future(self.interrupt()) if self.stream is not None else None
+        try:
+            received = await db(receive_and_start)(reader=self.reader, command=command, engine=self.engine)
+        finally:
+            if interrupting is not None:
+                await interrupting
+        message = received.message
+        await self.send_event(
+            "ack",
+            client_id=command.client_id or None,
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            duplicate=not received.created,
+        )
+        if received.reply_id is None:
+            return
+        stream = ReplyStream(reply_id=received.reply_id, reply_to=message.id, started=received_at)
+        request = EngineRequest(
+            text=message.text, history=received.history, reader_authenticated=self.reader.is_authenticated
+        )
+        self.stream = stream
+        stream.task = asyncio.create_task(self.run_reply(stream, request))
+
+    async def run_reply(self, stream: ReplyStream, request: EngineRequest) -> None:
+        generation = self.engine.start(request)
+        try:
+            async for piece in generation:
+                if stream.first_token_ms is None:
+                    stream.first_token_ms = stream.elapsed_ms()
+                stream.pieces.append(piece)
+                await self.send_event("token", message_id=stream.reply_id, text=piece)
+            result = generation.result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("engine %s failed on reply %s", self.engine.name, stream.reply_id)
+            stream.finished = True
+            await self.finish(stream, Message.Status.FAILED)
+            return
+        stream.finished = True
+        await self.send_event(
+            "recommendations",
+            message_id=stream.reply_id,
+            items=[
+                {
+                    "id": r.content_id,
+                    "title": r.title,
+                    "url": r.url,
+                    "summary": r.summary,
+                    "kind": r.kind,
+                    "section": r.section,
+                    "why": r.why,
+                }
+                for r in result.recommendations
+            ],
+        )
+        await self.finish(stream, Message.Status.COMPLETE, result)
+
+    async def interrupt(self) -> None:
+        """Stop the reply streaming now, if any, and store it as `interrupted` with what was streamed."""
+        stream, self.stream = self.stream, None
+        if stream is None or stream.task is None:
+            return
+        if not stream.finished:
+            stream.task.cancel()
+        await asyncio.wait([stream.task])
+        if not stream.finished:  # cancelled before it stored an ending of its own
+            stream.finished = True
+            await self.finish(stream, Message.Status.INTERRUPTED)
+
+    async def finish(self, stream: ReplyStream, status: str, result: EngineResult | None = None) -> None:
+        """Store how the reply ended, then send its `done` (after an `error` when it failed)."""
+        text = result.text if result is not None else "".join(stream.pieces)
+        total_ms = stream.elapsed_ms()
+        cited = result.cited if result is not None else []
+        try:
+            await db(reply_finish)(
+                message_id=stream.reply_id,
+                text=text,
+                status=status,
+                cited_ids=[c.content_id for c in cited],
+                decoding=result.decoding if result is not None else None,
+                prompt_tokens=result.prompt_tokens if result is not None else None,
+                completion_tokens=result.completion_tokens if result is not None else len(stream.pieces),
+                latency_ms=total_ms,
+                intent=result.intent if result is not None else "",
+                confidence=result.confidence if result is not None else None,
+                entities=result.entities if result is not None else None,
+            )
+        except Exception:
+            logger.exception("storing reply %s as %s failed", stream.reply_id, status)
+            status = Message.Status.FAILED
+        if status == Message.Status.FAILED:
+            await self.send_error("internal_error", "The server failed while writing this reply.")
+        await self.send_event(
+            "done",
+            message_id=stream.reply_id,
+            reply_to=stream.reply_to,
+            status=status,
+            text=text,
+            cited=[{"id": c.content_id, "title": c.title, "url": c.url} for c in cited],
+            timing={"first_token_ms": stream.first_token_ms, "total_ms": total_ms},
+        )
+
+    async def send_error(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+        fields: dict[str, object] = {"code": code, "detail": detail}
+        if client_id:
+            fields["client_id"] = client_id
+        await self.send_event("error", **fields)
+
+    async def send_event(self, kind: str, **fields: object) -> None:
+        if self.closed:
+            return
+        try:
+            await self.send(text_data=protocol.event(kind, **fields))
+        except OSError:  # the client went away; its disconnect is on its way
+            self.closed = True

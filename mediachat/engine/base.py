@@ -1,0 +1,90 @@
+"""The generation engine's contract: a request in, text pieces streamed out, then one result.
+
+Plain Python, no Django: an engine gets everything it needs in the `EngineRequest`, and whatever it
+looks up (a catalog search, a model's weights) it runs off the event loop itself.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" or "assistant", as stored on Message.role
+    text: str
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    text: str  # the reader's message, validated and stripped
+    history: tuple[Turn, ...] = ()  # earlier turns of the conversation, oldest first, as many as asked for
+    reader_authenticated: bool = False  # a signed-in reader rather than an anonymous one
+
+
+@dataclass(frozen=True)
+class Citation:
+    content_id: int
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    content_id: int
+    title: str
+    url: str
+    summary: str
+    kind: str
+    section: str
+    why: str  # one line for the reader: why this item was picked
+
+
+@dataclass
+class EngineResult:
+    text: str  # the whole reply, equal to the concatenated pieces
+    engine: str  # the engine's name, stored on the reply
+    cited: list[Citation] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    decoding: dict = field(default_factory=dict)  # decoding parameters used (temperature, top_p, ...)
+    intent: str = ""
+    confidence: float | None = None
+    entities: list = field(default_factory=list)
+
+
+class Generation(ABC):
+    """One reply in progress: `async for piece in generation` streams it; then `result` holds the rest.
+
+    Cancelling the task that iterates must leave nothing running on the engine's behalf beyond what
+    cannot be interrupted (a search already in a thread finishes and is discarded).
+    """
+
+    def __init__(self) -> None:
+        self._result: EngineResult | None = None
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    @property
+    def result(self) -> EngineResult:
+        """The finished reply; only valid once iteration has ended without error."""
+        if self._result is None:
+            raise RuntimeError("The generation has not finished.")
+        return self._result
+
+
+class Engine(ABC):
+    """A reply writer. One instance serves every socket of a process, so it keeps no per-reply state."""
+
+    name: str = "engine"
+    model_version_id: int | None = None  # the training.ModelVersion it serves, stored on every reply
+
+    def history_turns(self, text: str) -> int:
+        """How many earlier turns `EngineRequest.history` should carry for the message `text`."""
+        return 0
+
+    @abstractmethod
+    def start(self, request: EngineRequest) -> Generation:
+        """Begin a reply to `request`; nothing runs until the generation is iterated."""

@@ -1,0 +1,168 @@
+"""A reply engine without a language model: search the catalog and say, in one sentence, what it found.
+
+"more like that" (a message with no topic words of its own) searches the topic of the reader's
+previous message and prefers items the previous reply did not name yet.
+"""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from personalization.models import Content
+from personalization.search import SearchHit, catalog_search, query_terms
+
+from .base import Citation, Engine, EngineRequest, EngineResult, Generation, Recommendation, Turn
+
+# Words that ask for more of the same rather than naming a topic ("more like that", "other articles").
+FOLLOW_UP_WORDS = frozenset(
+    """like similar another else again same one ones others other kind sort stuff things news story stories
+    article articles piece pieces content topic that those""".split()
+)
+PIECE_RE = re.compile(r"\S+\s*")
+HISTORY_TURNS = 4
+
+
+def topic_terms(text: str) -> list[str]:
+    """The words of `text` that name a topic: search terms without the follow-up words."""
+    return [t for t in query_terms(text) if t not in FOLLOW_UP_WORDS]
+
+
+def split_pieces(text: str) -> list[str]:
+    """`text` cut into words, each with its trailing space, so that joining them gives `text` back."""
+    return PIECE_RE.findall(text)
+
+
+def _quoted_list(parts: Sequence[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _describe(content: Content, now: datetime) -> str:
+    """“Title” (Podcast, Science, 12 Mar)"""
+    details = []
+    if content.kind != Content.Kind.ARTICLE:
+        details.append(content.get_kind_display())
+    if content.section is not None:
+        details.append(content.section.name)
+    if content.published_at is not None:
+        published = timezone.localtime(content.published_at)
+        fmt = "%-d %b" if published.year == timezone.localtime(now).year else "%-d %b %Y"
+        details.append(published.strftime(fmt))
+    suffix = f" ({', '.join(details)})" if details else ""
+    return f"“{content.title}”{suffix}"
+
+
+def _pieces_phrase(n: int) -> str:
+    return "one piece" if n == 1 else f"{n} pieces"
+
+
+def _previous_topic(history: Sequence[Turn]) -> tuple[list[str], str]:
+    """The topic terms of the latest earlier reader turn that had some, and the reply that followed it."""
+    for i in range(len(history) - 1, -1, -1):
+        turn = history[i]
+        if turn.role == "user":
+            terms = topic_terms(turn.text)
+            if terms:
+                replies = [t.text for t in history[i + 1 :] if t.role == "assistant"]
+                return terms, " ".join(replies)
+    return [], ""
+
+
+class RetrievalGeneration(Generation):
+    def __init__(self, engine: "RetrievalEngine", request: EngineRequest):
+        super().__init__()
+        self.engine = engine
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        delay = settings.MEDIACHAT.get("STREAM_DELAY_MS", 0) / 1000
+        # The search touches the database: off the loop, on a pool thread of its own.
+        result = await database_sync_to_async(self.engine.compose, thread_sensitive=False)(self.request)
+        for i, piece in enumerate(split_pieces(result.text)):
+            if i and delay > 0:
+                await asyncio.sleep(delay)
+            yield piece
+        self._result = result
+
+
+class RetrievalEngine(Engine):
+    """Catalog search behind a one-sentence reply; recommendations are the items it names."""
+
+    name = "retrieval"
+
+    def history_turns(self, text: str) -> int:
+        return 0 if topic_terms(text) else HISTORY_TURNS
+
+    def start(self, request: EngineRequest) -> Generation:
+        return RetrievalGeneration(self, request)
+
+    def compose(self, request: EngineRequest) -> EngineResult:
+        """The whole reply, written at once (blocking: searches the catalog)."""
+        limit = settings.MEDIACHAT["RECOMMENDATIONS"]
+        now = timezone.now()
+        terms = topic_terms(request.text)
+        intent = "search"
+        already_named = ""
+        if not terms:
+            terms, already_named = _previous_topic(request.history)
+            intent = "follow_up" if terms else "whats_new"
+        topic = " ".join(terms[:6])
+
+        hits: list[SearchHit] = []
+        if terms:
+            hits = catalog_search(topic, limit=limit * 2 if already_named else limit, now=now)
+            if already_named:
+                unseen = [h for h in hits if f"“{h.content.title}”" not in already_named]
+                hits = (unseen or hits)[:limit]
+        if hits:
+            described = _quoted_list([_describe(h.content, now) for h in hits])
+            if intent == "follow_up":
+                text = f"More on {topic}: {described}."
+            else:
+                verb = "is" if len(hits) == 1 else "are"
+                text = f"Here {verb} {_pieces_phrase(len(hits))} on {topic}: {described}."
+        else:
+            hits = catalog_search("", limit=limit, now=now)
+            described = _quoted_list([_describe(h.content, now) for h in hits]) if hits else ""
+            if terms and hits:
+                text = f"I couldn't find anything on {topic} in the catalog; here is what's new: {described}."
+            elif terms:
+                text = f"I couldn't find anything on {topic} in the catalog, and nothing is published yet."
+            elif hits:
+                text = f"Here is what's new: {described}."
+            else:
+                text = "Nothing is published in the catalog yet."
+
+        pieces = split_pieces(text)
+        return EngineResult(
+            text=text,
+            engine=self.name,
+            cited=[Citation(h.content.id, h.content.title, h.content.reader_url) for h in hits],
+            recommendations=[
+                Recommendation(
+                    content_id=h.content.id,
+                    title=h.content.title,
+                    url=h.content.reader_url,
+                    summary=h.content.summary,
+                    kind=h.content.kind,
+                    section=h.content.section.name if h.content.section is not None else "",
+                    why=h.why,
+                )
+                for h in hits
+            ],
+            prompt_tokens=len(query_terms(request.text)),
+            completion_tokens=len(pieces),
+            decoding={
+                "strategy": "template",
+                "limit": limit,
+                "stream_delay_ms": settings.MEDIACHAT.get("STREAM_DELAY_MS", 0),
+            },
+            intent=intent,
+            entities=[{"type": "topic", "value": t} for t in terms],
+        )
