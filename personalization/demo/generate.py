@@ -239,7 +239,8 @@ def _write_truth(path: Path, truth: dict) -> None:
         temporary.write_text(json.dumps(truth, indent=2, sort_keys=True), encoding="utf-8")
         temporary.replace(path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        if temporary.is_file():
+            temporary.unlink()
         raise GenerateError(f"Cannot write the truth file {path}: {exc.strerror or exc}.") from exc
 
 
