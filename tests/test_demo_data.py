@@ -180,6 +180,18 @@ def test_seed_demo_twice_changes_no_counts_and_restores_edits(fast_passwords):
     assert get_user_model().objects.get(username="editor").check_password("changed-by-the-editor")
 
 
+@pytest.mark.django_db
+def test_seed_and_generate_use_a_hand_made_section_of_the_same_name(fast_passwords):
+    hand_made = Section.objects.create(name="Science", slug="sci")
+    Tag.objects.create(name="Oceans", slug="the-oceans")
+    seed()
+    generate(*SMALL, "--seed", "4")
+    assert not Section.objects.filter(slug="science").exists()
+    assert Content.objects.filter(slug="bay-seahorse-population-recovers", section=hand_made).exists()
+    assert Content.objects.filter(slug__startswith="gen-s4-", section=hand_made).exists()
+    assert Content.objects.get(slug="bay-seahorse-population-recovers").tags.filter(slug="the-oceans").exists()
+
+
 def generate(*args: str) -> str:
     out = StringIO()
     call_command("generate_catalog", *args, stdout=out)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.utils.text import slugify
 
+from .synthetic import READER_PREFIX, SLUG_PREFIX
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KINDS = ("article", "video", "podcast")
 STATUSES = ("draft", "published", "archived")
@@ -173,13 +175,15 @@ def _check(catalog: DemoCatalog) -> None:
     section_slugs = {s.slug for s in catalog.sections}
     seen: set[str] = set()
     for item in catalog.items:
-        if item.slug in seen:
-            raise DemoDataError(f"duplicate item slug {item.slug!r}")
+        if item.slug in seen or item.slug.startswith(SLUG_PREFIX):
+            raise DemoDataError(f"item slug {item.slug!r} is a duplicate or has the generated prefix {SLUG_PREFIX!r}")
         seen.add(item.slug)
         unknown = (set(item.tags) - tag_slugs) | (set(item.authors) - author_slugs)
         if unknown:
             raise DemoDataError(f"item {item.slug!r} names unknown tags or authors: {sorted(unknown)}")
     for reader in catalog.readers:
+        if reader.username.startswith(READER_PREFIX):
+            raise DemoDataError(f"reader {reader.username!r} has the generated prefix {READER_PREFIX!r}")
         unknown = (set(reader.section_taste) - section_slugs) | (set(reader.tag_taste) - tag_slugs)
         if unknown:
             raise DemoDataError(f"reader {reader.username!r} has a taste for unknown {sorted(unknown)}")

@@ -18,9 +18,9 @@ from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from personalization.models import Author, Content, Interaction, ReaderProfile, Section, Tag
+from personalization.models import Author, Content, Interaction, ReaderProfile
 
-from .catalog import demo_catalog
+from .seed import demo_taxonomy_write
 from .synthetic import KEY_PREFIX, READER_PREFIX, SLUG_PREFIX, SyntheticConfig, SyntheticPlan, plan
 
 Progress = Callable[[str, int, int], None]
@@ -104,14 +104,7 @@ def _bulk(model: type[models.Model], rows: list, progress: Progress | None, labe
 
 def _write(result: SyntheticPlan, progress: Progress | None) -> None:
     config = result.config
-    taxonomy = demo_catalog()
-    Section.objects.bulk_create(
-        [Section(slug=s.slug, name=s.name, description=s.description, position=s.position) for s in taxonomy.sections],
-        ignore_conflicts=True,
-    )
-    Tag.objects.bulk_create([Tag(slug=t.slug, name=t.name) for t in taxonomy.tags], ignore_conflicts=True)
-    section_ids = dict(Section.objects.values_list("slug", "id"))
-    tag_ids = dict(Tag.objects.values_list("slug", "id"))
+    section_ids, tag_ids = demo_taxonomy_write(update=False)
     Author.objects.bulk_create(
         [Author(slug=a.slug, name=a.name, bio=a.bio) for a in result.authors], ignore_conflicts=True
     )

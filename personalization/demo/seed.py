@@ -64,6 +64,37 @@ def _upsert(model: type[models.Model], rows: list[models.Model], fields: list[st
     return dict(model.objects.filter(slug__in=[r.slug for r in rows]).values_list("slug", "id"))
 
 
+def _upsert_named(model: type[models.Model], rows: list[models.Model], fields: list[str], *, update: bool) -> dict:
+    """Like `_upsert` for models whose name is unique too: a row already there under the same name but
+    another slug (made by hand in the admin) is used as it is. The demo slug → id map of them all."""
+    taken = dict(model.objects.filter(name__in=[r.name for r in rows]).values_list("name", "slug"))
+    fresh = [r for r in rows if taken.get(r.name, r.slug) == r.slug]
+    if update:
+        ids = _upsert(model, fresh, fields)
+    else:
+        model.objects.bulk_create(fresh, ignore_conflicts=True)
+        ids = dict(model.objects.filter(slug__in=[r.slug for r in fresh]).values_list("slug", "id"))
+    by_name = dict(model.objects.filter(name__in=[r.name for r in rows]).values_list("name", "id"))
+    return {r.slug: ids.get(r.slug, by_name.get(r.name)) for r in rows}
+
+
+def demo_taxonomy_write(*, update: bool = True) -> tuple[dict[str, int], dict[str, int]]:
+    """The demo's sections and tags, written (or only added where missing, if not `update`).
+
+    Returns the section and tag ids keyed by their demo slugs. Shared with `generate_catalog`,
+    whose items use the same sections and tags.
+    """
+    catalog = demo_catalog()
+    sections = [
+        Section(slug=s.slug, name=s.name, description=s.description, position=s.position) for s in catalog.sections
+    ]
+    tags = [Tag(slug=t.slug, name=t.name) for t in catalog.tags]
+    return (
+        _upsert_named(Section, sections, ["name", "description", "position"], update=update),
+        _upsert_named(Tag, tags, ["name"], update=update),
+    )
+
+
 def _sync_links(through: type[models.Model], left: str, right: str, wanted: set[tuple[int, int]], lefts) -> None:
     """Make the link rows of `lefts` in an M2M table exactly `wanted`."""
     existing = set(through.objects.filter(**{f"{left}__in": lefts}).values_list(left, right))
@@ -78,12 +109,7 @@ def _sync_links(through: type[models.Model], left: str, right: str, wanted: set[
 
 
 def _write_catalog(catalog: DemoCatalog, anchor: datetime) -> dict[str, int]:
-    section_ids = _upsert(
-        Section,
-        [Section(slug=s.slug, name=s.name, description=s.description, position=s.position) for s in catalog.sections],
-        ["name", "description", "position"],
-    )
-    tag_ids = _upsert(Tag, [Tag(slug=t.slug, name=t.name) for t in catalog.tags], ["name"])
+    section_ids, tag_ids = demo_taxonomy_write()
     author_ids = _upsert(
         Author, [Author(slug=a.slug, name=a.name, bio=a.bio) for a in catalog.authors], ["name", "bio"]
     )
