@@ -1,5 +1,30 @@
 from .catalog import Author, Content, Section, Tag
+from .ingest import (
+    ContentEmbedding,
+    ContentRevision,
+    CustomerMessage,
+    FeedSource,
+    ImportJob,
+    ImportRowError,
+    MappingRule,
+    SocialPost,
+)
 from .interactions import Interaction
 from .readers import ReaderProfile
 
-__all__ = ["Author", "Content", "Interaction", "ReaderProfile", "Section", "Tag"]
+__all__ = [
+    "Author",
+    "Content",
+    "ContentEmbedding",
+    "ContentRevision",
+    "CustomerMessage",
+    "FeedSource",
+    "ImportJob",
+    "ImportRowError",
+    "Interaction",
+    "MappingRule",
+    "ReaderProfile",
+    "Section",
+    "SocialPost",
+    "Tag",
+]

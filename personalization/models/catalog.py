@@ -57,6 +57,7 @@ class Content(models.Model):
         ARTICLE = "article", "Article"
         VIDEO = "video", "Video"
         PODCAST = "podcast", "Podcast"
+        POST = "post", "Social post"
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -77,6 +78,11 @@ class Content(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     embargo_until = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Videos and podcasts.")
+    # Provenance and deduplication, filled by the importers (personalization/ingest/).
+    source = models.CharField(max_length=100, blank=True, help_text="Where it came from: feed:<id>, file, wxr…")
+    external_id = models.CharField(max_length=300, blank=True, help_text="Its id at the source.")
+    canonical_url = models.CharField(max_length=500, blank=True, db_index=True)
+    content_hash = models.CharField(max_length=64, blank=True, db_index=True, help_text="sha256 of the clean text.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -88,6 +94,11 @@ class Content(models.Model):
             models.Index(fields=["status", "-published_at"], name="content_status_pub_idx"),
             models.Index(fields=["section", "status", "-published_at"], name="content_section_pub_idx"),
             models.Index(fields=["-updated_at"], name="content_updated_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "external_id"], condition=~Q(external_id=""), name="content_source_external_id"
+            ),
         ]
 
     def __str__(self) -> str:
