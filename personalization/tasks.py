@@ -1,0 +1,2 @@
+"""Celery tasks of the personalization app. Each domain keeps its tasks beside its code; importing them
+here is what lets Celery's autodiscovery register them."""
