@@ -212,6 +212,10 @@ MEDIACHAT = {
     # Pause between streamed words of a reply written at once (the retrieval engine), in milliseconds.
     "STREAM_DELAY_MS": env.float("MEDIACHAT_STREAM_DELAY_MS", default=25.0),
     "RECENCY_HALF_LIFE_DAYS": env.float("MEDIACHAT_RECENCY_HALF_LIFE_DAYS", default=90.0),
+    # Languages the importers detect (ISO 639-1); text in any other comes out as "".
+    "INGEST_LANGUAGES": env.list("MEDIACHAT_INGEST_LANGUAGES", default=["en", "fr", "de", "es", "it", "pt", "nl"]),
+    # Near-duplicate search covers this many most recent items (about 3 KB of memory each).
+    "INGEST_NEAR_DUP_WINDOW": env.int("MEDIACHAT_INGEST_NEAR_DUP_WINDOW", default=20000),
 }
 
 # --- Production hardening (DEBUG off) ---------------------------------------------------------
