@@ -36,6 +36,13 @@ EDITOR_GRANTS = (
     Grant("personalization", ("interaction", "readerprofile"), ("view",)),
     # Intents, keyword rules and surveys arrive in later migrations; the patterns take them in as they do.
     Grant("personalization", ("intent*", "keywordrule", "survey*"), CRUD),
+    # Data collection: editors run imports and keep feeds, rules and social posts; the pipeline writes the rest.
+    Grant("personalization", ("feedsource", "mappingrule", "socialpost"), CRUD),
+    # An import job is the record of what ran: started (add) and read, never edited; "Run again" makes a new one.
+    Grant("personalization", ("importjob",), ("add", "view")),
+    Grant("personalization", ("importrowerror", "contentrevision", "contentembedding"), ("view",)),
+    # Customer messages come only from imports; editors correct their labels and consent.
+    Grant("personalization", ("customermessage",), ("change", "view")),
     Grant("mediachat", ("conversation", "message", "messagefeedback"), ("view",)),
 )
 
