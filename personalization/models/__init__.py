@@ -1,6 +1,7 @@
 from .catalog import Author, Content, Section, Tag
 from .ingest import (
     ContentEmbedding,
+    ContentFingerprint,
     ContentRevision,
     CustomerMessage,
     FeedSource,
@@ -16,6 +17,7 @@ __all__ = [
     "Author",
     "Content",
     "ContentEmbedding",
+    "ContentFingerprint",
     "ContentRevision",
     "CustomerMessage",
     "FeedSource",

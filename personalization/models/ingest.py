@@ -186,6 +186,23 @@ class ContentEmbedding(models.Model):
         return f"Embedding of {self.content_id} ({self.model_name})"
 
 
+class ContentFingerprint(models.Model):
+    """The MinHash signature of an item's clean text, computed once when it is written, so that
+    near-duplicate search at import time never reads the catalog's text (personalization/ingest/dedup.py)."""
+
+    content = models.OneToOneField(
+        "personalization.Content", on_delete=models.CASCADE, primary_key=True, related_name="fingerprint"
+    )
+    num_perm = models.PositiveSmallIntegerField(help_text="Number of MinHash values; others are ignored.")
+    signature = models.BinaryField(help_text="MinHash values over word 3-shingles: uint32, little-endian.")
+
+    class Meta:
+        ordering = ["-content"]
+
+    def __str__(self) -> str:
+        return f"Fingerprint of {self.content_id}"
+
+
 class SocialPost(models.Model):
     """The social side of a Content of kind `post`: its platform, author handle and engagement."""
 
