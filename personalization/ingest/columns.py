@@ -230,7 +230,7 @@ class RowConverter:
             kind="post",
             published_at=self._date(values.get("posted_at"), "posted_at"),
             language=_text(values.get("language"), "language").strip(),
-            tags=[t.lstrip("#") for t in _list(values.get("tags"), "tags")],
+            tags=_hashtags(_list(values.get("tags"), "tags")),
             social=social,
         )
 
@@ -312,6 +312,17 @@ def _list(value: object, field: str) -> list[str]:
         if name and name not in names:
             names.append(name)
     return names
+
+
+def _hashtags(items: list[str]) -> list[str]:
+    """Tags from "#a #b" as well as from a list; without their hash signs."""
+    tags: list[str] = []
+    for item in items:
+        for tag in item.split() if item.startswith("#") else [item]:
+            tag = tag.lstrip("#").strip()
+            if tag and tag not in tags:
+                tags.append(tag)
+    return tags
 
 
 def _count(value: object, field: str) -> int:

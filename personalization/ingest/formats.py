@@ -263,6 +263,10 @@ def read_json_array(stream: BinaryIO, convert: RowConverter) -> Iterator[SourceR
         first = True
         while True:
             char = window.next_char()
+            if char == "":
+                raise FormatError(
+                    f"The JSON array is not closed: the file ends at line {window.line}.", line=window.line
+                )
             if char == "]":
                 window.advance(window.pos + 1)
                 break
