@@ -35,7 +35,7 @@ from ..models import (
     SocialPost,
     Tag,
 )
-from . import cleaning
+from . import cleaning, dedup
 from .records import ContentRecord, CustomerRecord, RowError, SourceRow
 
 logger = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class _ContentWriter(_BatchWriter):
         self.sections = _Names(Section)
         self.tags = _Names(Tag)
         self.authors = _Names(Author)
-        from . import dedup, rules  # beside this module; imported here until both have landed
+        from . import rules  # beside this module; imported here until it has landed
 
         self.rules = rules.RuleSet.load()
         self.finder = dedup.DuplicateFinder()
@@ -390,20 +390,25 @@ class _ContentWriter(_BatchWriter):
             if ids
             else {}
         )
-        found: list[tuple[SourceRow, ContentRecord, Content | int | None]] = []
-        for row, record in records:
-            existing = by_external_id.get(record.external_id) if record.external_id else None
-            found.append((row, record, existing if existing is not None else self.finder.find(record)))
-        duplicate_ids = {m for _, _, m in found if isinstance(m, int)}
+        # Records without an item of their own id go to the DuplicateFinder, all in one call.
+        unmatched = [i for i, (_, r) in enumerate(records) if by_external_id.get(r.external_id) is None]
+        duplicates = dict(zip(unmatched, self.finder.match_many([records[i][1] for i in unmatched]), strict=True))
+        duplicate_ids = {m.content_id for m in duplicates.values() if m is not None and m.content_id is not None}
         by_id = (
             {c.pk: c for c in Content.objects.filter(pk__in=duplicate_ids).select_related("social")}
             if duplicate_ids
             else {}
         )
+        found: list[tuple[SourceRow, ContentRecord, Content | None, bool]] = []
+        for i, (row, record) in enumerate(records):
+            match = duplicates.get(i)
+            if match is None:
+                found.append((row, record, by_external_id.get(record.external_id), False))
+            else:  # an existing item, or (batch_index) an earlier record of this batch
+                found.append((row, record, by_id.get(match.content_id), match.batch_index is not None))
         plans: list[_Plan] = []
         taken: set[object] = set()  # keys of this batch's plans; a record that meets one waits for the next batch
-        for index, (row, record, match) in enumerate(found):
-            existing = by_id.get(match) if isinstance(match, int) else match
+        for index, (row, record, existing, repeats_batch) in enumerate(found):
             keys = {("hash", record.content_hash)}
             if record.external_id:
                 keys.add(("id", record.external_id))
@@ -411,8 +416,8 @@ class _ContentWriter(_BatchWriter):
                 keys.add(("url", record.canonical_url))
             if existing is not None:
                 keys.add(("pk", existing.pk))
-            if keys & taken:
-                result.leftover = [r for r, _, _ in found[index:]]
+            if repeats_batch or keys & taken:
+                result.leftover = [r for r, *_ in found[index:]]
                 break
             taken |= keys
             result.rows += 1
@@ -494,7 +499,10 @@ class _ContentWriter(_BatchWriter):
             ],
             ignore_conflicts=True,
         )
-        result.written.extend((p.existing.pk, p.record) for p in plans if p.existing is not None)
+        written = [(c.pk, plan.record) for plan, c in creates] + [(p.existing.pk, p.record) for p in plans if p.revise]
+        if written:
+            dedup.fingerprints_store(items=written)
+        result.written.extend(written)
 
     def _new_content(self, record: ContentRecord, section_id: int | None, now) -> Content:
         published_at = record.published_at
