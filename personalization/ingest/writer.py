@@ -35,7 +35,7 @@ from ..models import (
     SocialPost,
     Tag,
 )
-from . import cleaning, dedup
+from . import cleaning, dedup, rules
 from .records import ContentRecord, CustomerRecord, RowError, SourceRow
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,11 @@ def rows_write(
         pending.extend(_take(source, BATCH_SIZE - len(pending)))
         if not pending:
             break
-        fraction = None
-        if progress is not None and time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
-            fraction = round(min(max(progress(), 0.0), 1.0), 4)
-            last_progress = time.monotonic()
+        fraction = None  # stored with this batch's counts when PROGRESS_INTERVAL_S has passed
+        if progress is not None:
+            state.fraction = round(min(max(progress(), 0.0), 1.0), 4)
+            if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
+                fraction, last_progress = state.fraction, time.monotonic()
         result = writer.write_committed(pending, fraction=fraction, stored_errors=stored_errors)
         stored_errors += min(len(result.errors), max(MAX_STORED_ROW_ERRORS - stored_errors, 0))
         pending = result.leftover
@@ -125,8 +126,6 @@ def rows_write(
         state.updated += result.updated
         state.skipped += result.skipped
         state.failed += len(result.errors)
-        if fraction is not None:
-            state.fraction = fraction
         if on_batch is not None:
             on_batch(state)
         if state.failed >= GIVE_UP_AFTER and not (state.created or state.updated or state.skipped):
@@ -309,8 +308,6 @@ class _ContentWriter(_BatchWriter):
         self.sections = _Names(Section)
         self.tags = _Names(Tag)
         self.authors = _Names(Author)
-        from . import rules  # beside this module; imported here until it has landed
-
         self.rules = rules.RuleSet.load()
         self.finder = dedup.DuplicateFinder()
         self.now = timezone.now()
