@@ -54,8 +54,10 @@ def test_whole_page_keeps_the_article_and_drops_menus_and_footer():
     page = f"""<!DOCTYPE html><html><head><title>The Daily</title><script>var a = 1;</script></head><body>
     <header><a href="/">The Daily</a>
       <ul class="menu"><li><a href="/a">News</a></li><li><a href="/b">Sport</a></li></ul></header>
+    <div class="cookie-banner">We use cookies. Accept all</div>
     <main><article><h1>Bike lanes expand</h1>{ARTICLE_HTML}
     <p>Construction is expected to begin next spring and last about two years.</p></article>
+    <div class="share">Share on Facebook Share on X</div>
     <aside><h3>Related</h3><a href="/c">Other story one</a></aside></main>
     <footer>Privacy · Contact</footer></body></html>"""
     text = clean_text(page)
@@ -63,7 +65,7 @@ def test_whole_page_keeps_the_article_and_drops_menus_and_footer():
     assert paragraphs[0] == "Bike lanes expand"
     assert "Opponents said the cost, estimated at \u20ac12 million, was too high." in text
     assert paragraphs[-1] == "Construction is expected to begin next spring and last about two years."
-    for boilerplate in ("Sport", "Related", "Other story one", "Privacy", "var a", "The Daily"):
+    for boilerplate in ("Sport", "cookies", "Share on", "Related", "Other story one", "Privacy", "var a", "The Daily"):
         assert boilerplate not in text
 
 
@@ -83,6 +85,12 @@ def test_unicode_is_nfc_without_control_characters():
     assert text == "Caf\u00e9 cr\u00e8me ok\nnext line here\n\nlast para"
     assert unicodedata.is_normalized("NFC", text)
     assert "\u00e9" in text and "e\u0301" not in text
+
+
+def test_dropped_elements_keep_the_text_that_follows_them():
+    assert clean_text("<p>Before <script>track()</script>after, <style>p {}</style>still here.</p>") == (
+        "Before after, still here."
+    )
 
 
 def test_markup_without_text_gives_empty_text():

@@ -116,6 +116,15 @@ def test_near_duplicate_found_and_unrelated_article_not():
     assert finder.find(unrelated) is None
 
 
+def test_candidates_below_the_threshold_are_no_match():
+    item_id = write(make("a-1", BIKES))
+    corrected = make("a-2", BIKES_CORRECTED)
+    strict = DuplicateFinder(threshold=0.95)
+    assert strict.find(corrected) is None
+    assert item_id in strict._lsh.query(dedup._lean(record_signature(corrected)))  # a candidate, refused
+    assert DuplicateFinder(threshold=0.8).find(corrected) == item_id
+
+
 def test_index_loads_from_stored_fingerprints_with_bounded_queries(django_assert_max_num_queries):
     ids = [write(make(f"a-{i}", [f"Story number {i} of the day.", *BIKES], title=f"Story {i}")) for i in range(3)]
     corrected = make("corrected", ["Story number 1 of the day.", *BIKES_CORRECTED], title="Story 1")
