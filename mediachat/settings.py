@@ -137,6 +137,7 @@ CELERY_BEAT_SCHEDULE = {
     "recommender-refresh": {"task": "training.tasks.recommender_refresh", "schedule": crontab(hour=3, minute=15)},
     "training-runs-fail-lost": {"task": "training.tasks.training_runs_fail_lost", "schedule": crontab(minute=40)},
     "conversations-close-stale": {"task": "mediachat.tasks.conversations_close_stale", "schedule": 300.0},
+    "feeds-poll-due": {"task": "personalization.ingest.feed_tasks.feeds_poll_due", "schedule": 60.0},
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
@@ -216,6 +217,9 @@ MEDIACHAT = {
     "INGEST_LANGUAGES": env.list("MEDIACHAT_INGEST_LANGUAGES", default=["en", "fr", "de", "es", "it", "pt", "nl"]),
     # Near-duplicate search covers this many most recent items (about 3 KB of memory each).
     "INGEST_NEAR_DUP_WINDOW": env.int("MEDIACHAT_INGEST_NEAR_DUP_WINDOW", default=20000),
+    # Feed polls: seconds allowed for each connect and read, and the largest feed body taken, in bytes.
+    "FEED_TIMEOUT_S": env.float("MEDIACHAT_FEED_TIMEOUT_S", default=10.0),
+    "FEED_MAX_BYTES": env.int("MEDIACHAT_FEED_MAX_BYTES", default=10 * 1024 * 1024),
 }
 
 # --- Production hardening (DEBUG off) ---------------------------------------------------------

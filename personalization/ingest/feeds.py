@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 import httpx
@@ -54,6 +55,7 @@ class FeedResponse:
 
 @dataclass(frozen=True)
 class ParsedFeed:
+    url: str  # where it was fetched from: relative links resolve against it
     title: str
     language: str
     entries: list[Any]  # feedparser entries (FeedParserDict)
@@ -138,15 +140,15 @@ def feed_parse(content: bytes, *, url: str = "", content_type: str = "") -> Pars
 
     A body that is malformed but still yields entries comes back with `warning` saying what was wrong.
     """
-    headers = {"content-location": url} if url else {}
     # Only a declared charset overrides the XML declaration: RFC 7303 dropped RFC 3023's rule that a bare
-    # text/xml means us-ascii, which makes feedparser flag every such feed as mis-encoded.
-    if "charset=" in content_type.lower():
-        headers["content-type"] = content_type
+    # text/xml means us-ascii, which makes feedparser flag every such feed as mis-encoded. No
+    # content-location either: feedparser would resolve guids such as "item-7" against it, and an item's
+    # id would change with the feed's address; `entry_to_record` resolves links itself.
+    headers = {"content-type": content_type} if "charset=" in content_type.lower() else None
     parsed = feedparser.parse(content, response_headers=headers)
     problem = parsed.get("bozo_exception") if parsed.bozo else None
-    if isinstance(problem, feedparser.CharacterEncodingOverride):
-        problem = None  # a wrong charset header that feedparser corrected: the text is right
+    if isinstance(problem, feedparser.CharacterEncodingOverride | feedparser.NonXMLContentType):
+        problem = None  # a wrong or missing Content-Type that feedparser saw past: the text is right
     entries = list(parsed.entries)
     if not entries:
         if problem is not None:
@@ -154,6 +156,7 @@ def feed_parse(content: bytes, *, url: str = "", content_type: str = "") -> Pars
         if not parsed.get("version"):
             raise FeedParseError("Not an RSS or Atom feed: no channel or feed element was found.")
     return ParsedFeed(
+        url=url,
         title=parsed.feed.get("title", ""),
         language=parsed.feed.get("language", ""),
         entries=entries,
@@ -173,14 +176,16 @@ def feed_rows(parsed: ParsedFeed, *, section: str = "", publish: bool = True) ->
     """One `SourceRow` per entry, numbered from 1 in feed order; an entry that cannot be a record is an error row."""
     for number, entry in enumerate(parsed.entries, start=1):
         try:
-            record = entry_to_record(entry, section=section, publish=publish, feed_language=parsed.language)
+            record = entry_to_record(
+                entry, section=section, publish=publish, feed_language=parsed.language, base_url=parsed.url
+            )
         except ValueError as exc:
             field = exc.args[1] if len(exc.args) > 1 else ""
             error = RowError(
                 line=number,
                 message=str(exc.args[0]),
                 field=field,
-                external_id=_external_id(entry),
+                external_id=_external_id(entry, parsed.url),
                 raw=repr(dict(entry))[:RAW_CHARS],
             )
             yield SourceRow(line=number, error=error)
@@ -188,9 +193,11 @@ def feed_rows(parsed: ParsedFeed, *, section: str = "", publish: bool = True) ->
             yield SourceRow(line=number, record=record)
 
 
-def entry_to_record(entry: Any, *, section: str = "", publish: bool = True, feed_language: str = "") -> ContentRecord:
+def entry_to_record(
+    entry: Any, *, section: str = "", publish: bool = True, feed_language: str = "", base_url: str = ""
+) -> ContentRecord:
     """Map one feedparser entry; raises ValueError(message, field) when it has no id or no title."""
-    external_id = _external_id(entry)
+    external_id = _external_id(entry, base_url)
     if not external_id:
         raise ValueError("The entry has neither a guid/id nor a link to identify it.", "external_id")
     title = (entry.get("title") or "").strip()
@@ -208,7 +215,7 @@ def entry_to_record(entry: Any, *, section: str = "", publish: bool = True, feed
         title=title,
         body=body,
         summary=summary,
-        url=(entry.get("link") or "").strip(),
+        url=_absolute(entry.get("link") or "", base_url),
         kind=kind,
         published_at=_when(entry.get("published_parsed") or entry.get("updated_parsed")),
         language=_primary_language(
@@ -225,8 +232,13 @@ def entry_to_record(entry: Any, *, section: str = "", publish: bool = True, feed
     )
 
 
-def _external_id(entry: Any) -> str:
-    return (entry.get("id") or entry.get("link") or "").strip()
+def _external_id(entry: Any, base_url: str = "") -> str:
+    return (entry.get("id") or "").strip() or _absolute(entry.get("link") or "", base_url)
+
+
+def _absolute(link: str, base_url: str) -> str:
+    link = link.strip()
+    return urljoin(base_url, link) if link and base_url else link
 
 
 def _when(parsed: time.struct_time | None) -> datetime | None:
