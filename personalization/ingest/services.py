@@ -8,7 +8,7 @@ exists, so importing the same file again creates nothing and skips every row.
 import logging
 import os
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -213,7 +213,8 @@ def import_job_run(*, job_id: int, on_batch: Callable[[ImportProgress], None] | 
                 column_mapping=job.column_mapping,
                 options=job.options,
             )
-            import_rows_write(job=job, rows=rows, progress=lambda: stream.tell() / max(size, 1), on_batch=on_batch)
+            with closing(rows):  # the reader lets go of the file before it closes, even when the writer stops
+                import_rows_write(job=job, rows=rows, progress=lambda: stream.tell() / max(size, 1), on_batch=on_batch)
     except (FormatError, ImportAborted) as exc:
         _finish(job_id, failed=str(exc))
     except SoftTimeLimitExceeded:

@@ -109,8 +109,13 @@ def rows_write(
     last_progress = 0.0
     pending: list[SourceRow] = []
     source = iter(rows)
+    stopped: Exception | None = None
     while True:
-        pending.extend(_take(source, BATCH_SIZE - len(pending)))
+        if stopped is None:
+            try:
+                _fill(pending, source, BATCH_SIZE)
+            except Exception as exc:  # the reader gave up: write the rows it read before, then say why
+                stopped = exc
         if not pending:
             break
         fraction = None  # stored with this batch's counts when PROGRESS_INTERVAL_S has passed
@@ -135,16 +140,18 @@ def rows_write(
                 f"The first {state.failed:,} rows all failed{example}: check the file's format, target and "
                 "column mapping."
             )
+    if stopped is not None:
+        raise stopped
     return state
 
 
-def _take(rows: Iterator[SourceRow], n: int) -> list[SourceRow]:
-    taken = []
-    for row in rows:
-        taken.append(row)
-        if len(taken) >= n:
-            break
-    return taken
+def _fill(pending: list[SourceRow], rows: Iterator[SourceRow], size: int) -> None:
+    """Read rows into `pending` until it holds `size` (appending as it goes, so a failing reader loses none)."""
+    while len(pending) < size:
+        row = next(rows, None)
+        if row is None:
+            return
+        pending.append(row)
 
 
 class _BatchWriter:
@@ -435,7 +442,13 @@ class _ContentWriter(_BatchWriter):
         return plans
 
     def _apply(self, plans: list[_Plan], result: _Result) -> None:
-        section_names = self.sections.resolve(p.record.section for p in plans if p.record.section)
+        ruled = [self.rules.apply(p.record) for p in plans]
+        # A section named at the source is created only when no rule (nor an existing section) decides.
+        section_names = self.sections.resolve(
+            p.record.section
+            for p, (section_id, _) in zip(plans, ruled, strict=True)
+            if p.record.section and not section_id
+        )
         tag_names = self.tags.resolve(t for p in plans for t in p.record.tags)
         author_names = self.authors.resolve(a for p in plans for a in p.record.authors)
         now = timezone.now()
@@ -443,9 +456,8 @@ class _ContentWriter(_BatchWriter):
         updates: list[Content] = []
         revisions: list[ContentRevision] = []
         tag_links: list[tuple[_Plan, list[int]]] = []
-        for plan in plans:
+        for plan, (rule_section, rule_tags) in zip(plans, ruled, strict=True):
             record = plan.record
-            rule_section, rule_tags = self.rules.apply(record)
             section_id = rule_section or section_names.get(record.section)
             tag_ids = list(dict.fromkeys([*(tag_names[t] for t in record.tags if t in tag_names), *rule_tags]))
             tag_links.append((plan, tag_ids))

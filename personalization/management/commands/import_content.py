@@ -1,8 +1,7 @@
-import sys
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import transaction
 
 from personalization.ingest.services import (
@@ -74,7 +73,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Import #{job.pk} queued: a worker reads {job.options['path']}.")
             return
         started = time.monotonic()
-        bar = ProgressBar(sys.stderr)
+        bar = ProgressBar(self.stderr)
         ran = import_job_run(job_id=job.pk, on_batch=bar)
         if ran is None:
             raise CommandError(f"Import #{job.pk} was taken by another process.")
@@ -104,7 +103,7 @@ class Command(BaseCommand):
 class ProgressBar:
     """Redrawn in place on a terminal; elsewhere a line at each tenth of the file."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: OutputWrapper):
         self.stream = stream
         self.tty = stream.isatty()
         self.shown = -1
@@ -116,12 +115,12 @@ class ProgressBar:
             f"{state.created:,} created, {state.updated:,} updated, {state.skipped:,} skipped, {state.failed:,} failed"
         )
         if self.tty:
-            self.stream.write("\r" + line)
+            self.stream.write("\r" + line, ending="")
         elif int(state.fraction * 10) > self.shown:
             self.shown = int(state.fraction * 10)
-            self.stream.write(line + "\n")
+            self.stream.write(line)
         self.stream.flush()
 
     def close(self) -> None:
         if self.tty:
-            self.stream.write("\n")
+            self.stream.write("")
