@@ -586,7 +586,7 @@ def test_a_worker_polls_a_feed_end_to_end(celery_worker, feed_server):
 
     (job,) = wait_until(lambda: finished_jobs(feed), timeout=60, what="the worker's poll")
     assert job.status == ImportJob.Status.SUCCEEDED, job.error
-    assert job.created_count == 2 and Content.objects.filter(source__contains=str(feed.pk)).count() == 2
+    assert job.created_count == 2 and Content.objects.filter(source=f"feed:{feed.pk}").count() == 2
     assert feed_server.hits("/feeds/atom")[0]["user-agent"] == USER_AGENT
     feed.refresh_from_db()
     assert feed.items_created == 2 and feed.last_success_at is not None and feed.etag
