@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from .admin_ingest import ContentRevisionInline, SocialPostInline  # also registers the data-collection admin
 from .models import Author, Content, Interaction, ReaderProfile, Section, Tag
 from .publishing import content_archive, content_publish, content_unpublish
 
@@ -47,6 +48,7 @@ class ContentAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["publish", "unpublish", "archive"]
+    inlines = [SocialPostInline, ContentRevisionInline]
     fieldsets = [
         (None, {"fields": ["title", "slug", "kind", "status", "section", "summary", "body", "url"]}),
         ("Classification", {"fields": ["tags", "authors", "language", "duration_seconds"]}),
