@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -19,8 +20,9 @@ from personalization.identity import SESSION_READER_KEY, ReaderRef, reader_from
 
 from . import protocol
 from .engine import Engine, EngineRequest, EngineResult, Turn, get_engine
+from .groupcommit import group_commit
 from .models import Message, MessageFeedback
-from .services import ChatError, feedback_set, message_receive, messages_after, reply_finish, reply_start
+from .services import ChatError, IncomingMessage, ReplyEnding, feedback_set, messages_after
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +52,10 @@ class TokenBucket:
 
 
 @dataclass
-class Received:
-    message: Message
-    created: bool
-    reply_id: int | None = None
-    history: tuple[Turn, ...] = ()
-
-
-@dataclass
 class ReplyStream:
     reply_id: int
     reply_to: int
+    conversation_id: int
     started: float  # monotonic time the reader's frame arrived
     pieces: list[str] = field(default_factory=list)
     first_token_ms: int | None = None
@@ -84,36 +79,15 @@ def reader_for_scope(scope: dict) -> ReaderRef:
     return reader_from(user, session)
 
 
-def receive_and_start(*, reader: ReaderRef, command: protocol.SendMessage, engine: Engine) -> Received:
-    """Store the reader's message and, unless it is a resend, the streaming reply row and the turns before it."""
-    if command.conversation_id is None and command.client_id:
-        # A resent first message: the client never learnt its conversation, so match it across the reader's.
-        earlier = (
-            Message.objects.filter(
-                reader.owner_q("conversation__"), role=Message.Role.USER, client_id=command.client_id
-            )
-            .order_by("-id")
-            .first()
-        )
-        if earlier is not None:
-            return Received(message=earlier, created=False)
-    message, created = message_receive(
-        reader=reader, text=command.text, client_id=command.client_id, conversation_id=command.conversation_id
+def recent_turns(*, conversation_id: int, before_id: int, limit: int) -> tuple[Turn, ...]:
+    """The last `limit` turns of a conversation before message `before_id`, oldest first."""
+    earlier = (
+        Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
+        .exclude(role=Message.Role.SYSTEM)
+        .order_by("-id")
+        .values_list("role", "text")[:limit]
     )
-    if not created:
-        return Received(message=message, created=False)
-    history: tuple[Turn, ...] = ()
-    wanted = engine.history_turns(message.text)
-    if wanted:
-        earlier = (
-            Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
-            .exclude(role=Message.Role.SYSTEM)
-            .order_by("-id")
-            .values_list("role", "text")[:wanted]
-        )
-        history = tuple(Turn(role=role, text=text) for role, text in reversed(earlier))
-    reply = reply_start(question=message, engine=engine.name, model_version_id=engine.model_version_id)
-    return Received(message=message, created=True, reply_id=reply.id, history=history)
+    return tuple(Turn(role=role, text=text) for role, text in reversed(earlier))
 
 
 def history_messages(*, reader: ReaderRef, conversation_id: int, after_id: int) -> list[dict]:
@@ -142,6 +116,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     bucket: TokenBucket
     stream: ReplyStream | None = None
     closed: bool = False
+
+    async def dispatch(self, message: dict) -> None:
+        # AsyncConsumer.dispatch hops to the sync thread before every event to close its stale database
+        # connections; this consumer never uses that thread's connection (its ORM calls go through
+        # database_sync_to_async, which closes stale ones around each call), so the hop per frame is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.reader = await database_sync_to_async(reader_for_scope)(self.scope)
@@ -201,11 +184,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.interrupt()
 
     async def on_message(self, command: protocol.SendMessage, received_at: float) -> None:
-        # The reply streaming now is interrupted first; storing that ending overlaps storing this message,
-        # and its `done` still goes out before this message's `ack`.
+        # The reply streaming now is interrupted first; its ending and this message are written in the
+        # same group commit as a rule, and its `done` still goes out before this message's `ack`.
         interrupting = asyncio.ensure_future(self.interrupt()) if self.stream is not None else None
         try:
-            received = await db(receive_and_start)(reader=self.reader, command=command, engine=self.engine)
+            received = await group_commit().receive(
+                IncomingMessage(
+                    reader=self.reader,
+                    text=command.text,
+                    client_id=command.client_id,
+                    conversation_id=command.conversation_id,
+                    reply_engine=self.engine.name,
+                    reply_model_version_id=self.engine.model_version_id,
+                )
+            )
         finally:
             if interrupting is not None:
                 await interrupting
@@ -217,18 +209,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id=message.conversation_id,
             duplicate=not received.created,
         )
-        if received.reply_id is None:
+        if received.reply is None:
             return
-        stream = ReplyStream(reply_id=received.reply_id, reply_to=message.id, started=received_at)
-        request = EngineRequest(
-            text=message.text, history=received.history, reader_authenticated=self.reader.is_authenticated
+        stream = ReplyStream(
+            reply_id=received.reply.id,
+            reply_to=message.id,
+            conversation_id=message.conversation_id,
+            started=received_at,
         )
         self.stream = stream
-        stream.task = asyncio.create_task(self.run_reply(stream, request))
+        stream.task = asyncio.create_task(self.run_reply(stream, message.text))
 
-    async def run_reply(self, stream: ReplyStream, request: EngineRequest) -> None:
-        generation = self.engine.start(request)
+    async def run_reply(self, stream: ReplyStream, text: str) -> None:
         try:
+            history: tuple[Turn, ...] = ()
+            wanted = self.engine.history_turns(text)
+            if wanted:
+                history = await db(recent_turns)(
+                    conversation_id=stream.conversation_id, before_id=stream.reply_to, limit=wanted
+                )
+            request = EngineRequest(text=text, history=history, reader_authenticated=self.reader.is_authenticated)
+            generation = self.engine.start(request)
             async for piece in generation:
                 if stream.first_token_ms is None:
                     stream.first_token_ms = stream.elapsed_ms()
@@ -266,32 +267,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
         stream, self.stream = self.stream, None
         if stream is None or stream.task is None:
             return
-        if not stream.finished:
-            stream.task.cancel()
+        if stream.finished:  # it is storing its own ending: let it finish, `done` included
+            await asyncio.wait([stream.task])
+            return
+        stream.finished = True
+        stream.task.cancel()
+        await self.finish(stream, Message.Status.INTERRUPTED)
         await asyncio.wait([stream.task])
-        if not stream.finished:  # cancelled before it stored an ending of its own
-            stream.finished = True
-            await self.finish(stream, Message.Status.INTERRUPTED)
 
     async def finish(self, stream: ReplyStream, status: str, result: EngineResult | None = None) -> None:
         """Store how the reply ended, then send its `done` (after an `error` when it failed)."""
         text = result.text if result is not None else "".join(stream.pieces)
         total_ms = stream.elapsed_ms()
         cited = result.cited if result is not None else []
+        ending = ReplyEnding(
+            message_id=stream.reply_id,
+            text=text,
+            status=status,
+            cited_ids=tuple(c.content_id for c in cited),
+            decoding=result.decoding if result is not None else None,
+            prompt_tokens=result.prompt_tokens if result is not None else None,
+            completion_tokens=result.completion_tokens if result is not None else len(stream.pieces),
+            latency_ms=total_ms,
+            intent=result.intent if result is not None else "",
+            confidence=result.confidence if result is not None else None,
+            entities=result.entities if result is not None else None,
+        )
         try:
-            await db(reply_finish)(
-                message_id=stream.reply_id,
-                text=text,
-                status=status,
-                cited_ids=[c.content_id for c in cited],
-                decoding=result.decoding if result is not None else None,
-                prompt_tokens=result.prompt_tokens if result is not None else None,
-                completion_tokens=result.completion_tokens if result is not None else len(stream.pieces),
-                latency_ms=total_ms,
-                intent=result.intent if result is not None else "",
-                confidence=result.confidence if result is not None else None,
-                entities=result.entities if result is not None else None,
-            )
+            await group_commit().finish(ending)
         except Exception:
             logger.exception("storing reply %s as %s failed", stream.reply_id, status)
             status = Message.Status.FAILED

@@ -6,22 +6,19 @@ database and an `Origin` header, passed through AllowedHostsOriginValidator and 
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import connections
 
 from mediachat.asgi import application
 from mediachat.engine import Engine, EngineRequest, Generation
 from mediachat.models import Conversation, Message, MessageFeedback
 from personalization.identity import SESSION_READER_KEY
-from tests.ws_support import cookie, reader_session, seed_catalog
+from tests.ws_support import cookie, reader_session, seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,26 +36,6 @@ class FailingEngine(Engine):
 
     def start(self, request: EngineRequest) -> Generation:
         return FailingGeneration()
-
-
-@pytest.fixture(autouse=True)
-async def worker_connections_closed():
-    """Close what worker threads opened: the communicator turns `close_old_connections` into a no-op while it
-    runs, so their connections would outlive the test (and keep the test database from being dropped)."""
-    loop = asyncio.get_running_loop()
-    workers = 4
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ws-test")
-    loop.set_default_executor(executor)
-    yield
-    barrier = threading.Barrier(workers)
-
-    def close_on_this_thread() -> None:
-        barrier.wait(timeout=10)  # holds each thread until all have one call, so every thread runs one
-        connections.close_all()
-
-    await asyncio.gather(*(loop.run_in_executor(executor, close_on_this_thread) for _ in range(workers)))
-    await database_sync_to_async(connections.close_all)()
-    executor.shutdown(wait=True)
 
 
 @pytest.fixture
@@ -499,3 +476,4 @@ async def test_foreign_origin_is_refused(session_key):
     )
     connected, _ = await communicator.connect(timeout=5)
     assert connected is False
+    await communicator.disconnect()  # ends the denying consumer (and its channel-layer receive) cleanly

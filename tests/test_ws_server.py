@@ -10,22 +10,14 @@ import httpx
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connections
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mediachat.models import Message, MessageFeedback
 from tests.conftest import ROOT, child_env
-from tests.ws_support import cookie, reader_session, seed_catalog
+from tests.ws_support import cookie, reader_session, seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def sync_thread_connection_closed():
-    """The test's own ORM calls run on the shared sync thread; its persistent connection must not outlive the test."""
-    yield
-    await database_sync_to_async(connections.close_all)()
 
 
 def ws_url(base_url: str) -> str:

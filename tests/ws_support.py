@@ -1,10 +1,16 @@
 """Shared by the websocket tests: a small published catalog and reader sessions, made in the real database."""
 
+import asyncio
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import connections
 from django.utils import timezone
 
 from personalization.identity import SESSION_READER_KEY
@@ -58,3 +64,27 @@ def reader_session(*, with_reader_key: bool = True) -> str:
 
 def cookie(session_key: str) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={session_key}"
+
+
+@pytest.fixture(autouse=True)
+async def worker_connections_closed():
+    """Close what worker threads opened, so no connection outlives the test (and its database).
+
+    ORM calls of the code under test run on the loop's default executor, and the test's own on the
+    shared sync thread; with CONN_MAX_AGE their connections stay open, and Channels' communicator
+    turns `close_old_connections` into a no-op while it runs. Autouse where it is imported.
+    """
+    loop = asyncio.get_running_loop()
+    workers = 4
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ws-test")
+    loop.set_default_executor(executor)
+    yield
+    barrier = threading.Barrier(workers)
+
+    def close_on_this_thread() -> None:
+        barrier.wait(timeout=10)  # holds each thread until all have one call, so every thread runs one
+        connections.close_all()
+
+    await asyncio.gather(*(loop.run_in_executor(executor, close_on_this_thread) for _ in range(workers)))
+    await database_sync_to_async(connections.close_all)()
+    executor.shutdown(wait=True)

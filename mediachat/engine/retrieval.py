@@ -6,6 +6,7 @@ previous message and prefers items the previous reply did not name yet.
 
 import asyncio
 import re
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
@@ -82,8 +83,10 @@ class RetrievalGeneration(Generation):
 
     async def __aiter__(self) -> AsyncIterator[str]:
         delay = settings.MEDIACHAT.get("STREAM_DELAY_MS", 0) / 1000
-        # The search touches the database: off the loop, on a pool thread of its own.
-        result = await database_sync_to_async(self.engine.compose, thread_sensitive=False)(self.request)
+        # The search touches the database: off the loop, on a pool thread, a few at a time. A reply
+        # cancelled while it waits for a slot (the reader sent something newer) costs nothing.
+        async with self.engine.slot():
+            result = await self.engine.compose_off_loop(self.request)
         for i, piece in enumerate(split_pieces(result.text)):
             if i and delay > 0:
                 await asyncio.sleep(delay)
@@ -95,6 +98,21 @@ class RetrievalEngine(Engine):
     """Catalog search behind a one-sentence reply; recommendations are the items it names."""
 
     name = "retrieval"
+    concurrency = 2  # searches running at once per event loop; the rest wait for a slot
+
+    def __init__(self) -> None:
+        self.compose_off_loop = database_sync_to_async(self.compose, thread_sensitive=False)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def slot(self) -> asyncio.Semaphore:
+        """The running loop's search slots (a semaphore belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.concurrency)
+        return slots
 
     def history_turns(self, text: str) -> int:
         return 0 if topic_terms(text) else HISTORY_TURNS

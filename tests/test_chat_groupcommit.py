@@ -1,0 +1,179 @@
+"""The group commit behind the chat socket: batch services against the real database, and many sockets at once."""
+
+import asyncio
+import secrets
+
+import pytest
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from mediachat.groupcommit import group_commit
+from mediachat.models import Conversation, Message
+from mediachat.services import (
+    ChatError,
+    IncomingMessage,
+    ReceivedMessage,
+    ReplyEnding,
+    message_receive,
+    messages_receive_many,
+    replies_finish_many,
+    reply_finish,
+    reply_start,
+)
+from personalization.identity import ReaderRef
+from personalization.models import Content
+from tests.ws_support import seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
+
+
+def anonymous() -> ReaderRef:
+    return ReaderRef(user_id=None, session_key=secrets.token_hex(16))
+
+
+@pytest.mark.django_db
+def test_a_batch_gives_each_item_what_message_receive_would():
+    alice, bob = anonymous(), anonymous()
+    stored, _ = message_receive(reader=alice, text="first", client_id="a-0")
+    conversation = stored.conversation
+    bobs, _ = message_receive(reader=bob, text="mine", client_id="b-0")
+    before = Conversation.objects.get(pk=conversation.pk).updated_at
+
+    incoming = [
+        IncomingMessage(reader=alice, text="  climate  ", client_id="a-1", conversation_id=conversation.pk),
+        IncomingMessage(reader=alice, text="again", client_id="a-0", conversation_id=conversation.pk),
+        IncomingMessage(reader=alice, text="twice", client_id="a-2", conversation_id=conversation.pk),
+        IncomingMessage(reader=alice, text="twice", client_id="a-2", conversation_id=conversation.pk),
+        IncomingMessage(reader=alice, text="first", client_id="a-0"),  # a resent first message
+        IncomingMessage(reader=alice, text="new topic", client_id="a-9", reply_engine="retrieval"),
+        IncomingMessage(reader=alice, text="no id", conversation_id=conversation.pk),
+        IncomingMessage(reader=alice, text="not mine", client_id="a-3", conversation_id=bobs.conversation_id),
+        IncomingMessage(reader=alice, text="gone", conversation_id=987654),
+        IncomingMessage(reader=alice, text="   "),
+        IncomingMessage(reader=alice, text="x" * 2001),
+        IncomingMessage(reader=alice, text="nul\x00"),
+        IncomingMessage(reader=ReaderRef(user_id=None), text="who"),
+        IncomingMessage(reader=bob, text="bob's", client_id="a-1", conversation_id=bobs.conversation_id),
+    ]
+    results = messages_receive_many(incoming=incoming)
+
+    created = [r for r in results if isinstance(r, ReceivedMessage) and r.created]
+    assert [r.message.text for r in created] == ["climate", "twice", "new topic", "no id", "bob's"]
+    for result, item in ((r, i) for r, i in zip(results, incoming, strict=True) if isinstance(r, ReceivedMessage)):
+        if result.created:
+            reply = Message.objects.get(pk=result.reply.pk)
+            assert (reply.role, reply.status, reply.reply_to_id, reply.text) == (
+                "assistant",
+                "streaming",
+                result.message.pk,
+                "",
+            )
+            assert reply.engine == item.reply_engine and reply.conversation_id == result.message.conversation_id
+        else:
+            assert result.reply is None
+    assert results[1].created is False and results[1].message.pk == stored.pk
+    assert results[3].created is False and results[3].message.pk == results[2].message.pk
+    assert results[4].created is False and results[4].message.pk == stored.pk
+    new_conversation = Conversation.objects.get(pk=results[5].message.conversation_id)
+    assert new_conversation.title == "new topic" and new_conversation.session_key == alice.session_key
+    codes = [r.code for r in results if isinstance(r, ChatError)]
+    assert codes == ["not_found", "not_found", "empty_text", "text_too_long", "invalid_text", "no_reader"]
+    assert Conversation.objects.get(pk=conversation.pk).updated_at > before
+    # Nothing else was written: one reply per created message, no message for a refused one.
+    assert Message.objects.filter(role="user").count() == 2 + 5
+    assert Message.objects.filter(role="assistant").count() == 5
+
+
+@pytest.mark.django_db
+def test_batch_and_single_services_store_the_same_rows():
+    reader = anonymous()
+    single, _ = message_receive(reader=reader, text=" Same text ", client_id="s-1")
+    single_reply = reply_start(question=single, engine="retrieval")
+    [batched] = messages_receive_many(
+        incoming=[IncomingMessage(reader=reader, text=" Same text ", client_id="s-2", reply_engine="retrieval")]
+    )
+    fields = ["role", "text", "status", "reply_to_id", "engine", "model_version_id", "intent", "entities", "decoding"]
+
+    def row(message: Message) -> dict:
+        message.refresh_from_db()
+        return {f: getattr(message, f) for f in fields if f != "reply_to_id"}
+
+    assert row(single) == row(batched.message)
+    assert row(single_reply) == row(batched.reply)
+
+
+@pytest.mark.django_db
+def test_many_endings_are_stored_as_reply_finish_would():
+    contents = seed_catalog()
+    reader = anonymous()
+    replies = [
+        r.reply
+        for r in messages_receive_many(incoming=[IncomingMessage(reader=reader, text=f"q{i}") for i in range(3)])
+    ]
+    reference, _ = message_receive(reader=reader, text="reference")
+    reference_reply = reply_start(question=reference, engine="")
+    ending = {
+        "text": "Here are 2 pieces on “climate”: ünïcode",
+        "status": Message.Status.COMPLETE,
+        "decoding": {"strategy": "template", "limit": 3},
+        "prompt_tokens": 1,
+        "completion_tokens": 9,
+        "latency_ms": 42,
+        "intent": "search",
+        "confidence": 0.5,
+        "entities": [{"type": "topic", "value": "climate"}],
+    }
+    reply_finish(message_id=reference_reply.pk, cited_ids=[contents[0].pk, contents[1].pk], **ending)
+    replies_finish_many(
+        endings=[
+            ReplyEnding(message_id=replies[0].pk, cited_ids=(contents[0].pk, contents[1].pk), **ending),
+            ReplyEnding(message_id=replies[1].pk, text="Here are", status=Message.Status.INTERRUPTED),
+            ReplyEnding(message_id=replies[2].pk, text="", status=Message.Status.FAILED, completion_tokens=0),
+        ]
+    )
+    fields = ["text", "status", "decoding", "prompt_tokens", "completion_tokens", "latency_ms", "intent"]
+    fields += ["confidence", "entities"]
+    expected = Message.objects.values(*fields).get(pk=reference_reply.pk)
+    assert Message.objects.values(*fields).get(pk=replies[0].pk) == expected
+    assert sorted(Message.objects.get(pk=replies[0].pk).cited.values_list("pk", flat=True)) == sorted(
+        c.pk for c in contents[:2]
+    )
+    interrupted = Message.objects.get(pk=replies[1].pk)
+    assert (interrupted.status, interrupted.text, interrupted.decoding, interrupted.entities) == (
+        "interrupted",
+        "Here are",
+        {},
+        [],
+    )
+    assert interrupted.latency_ms is None and interrupted.confidence is None
+    failed = Message.objects.get(pk=replies[2].pk)
+    assert (failed.status, failed.completion_tokens) == ("failed", 0)
+    assert Content.objects.filter(cited_in=replies[1].pk).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_receives_are_all_stored_and_a_racing_resend_is_named():
+    readers = [anonymous() for _ in range(20)]
+    writer = group_commit()
+    started = timezone.now()
+    results = await asyncio.gather(
+        *(
+            writer.receive(IncomingMessage(reader=r, text=f"hello {i}", client_id="same"))
+            for i, r in enumerate(readers)
+        ),
+        # The same reader resending at once: one is stored, the other names it.
+        writer.receive(IncomingMessage(reader=readers[0], text="hello 0", client_id="same")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ReceivedMessage) for r in results), results
+    assert sum(r.created for r in results) == 20
+    assert results[-1].message.pk == results[0].message.pk
+    stored = await database_sync_to_async(
+        lambda: sorted(Message.objects.filter(role="user", created_at__gte=started).values_list("text", flat=True))
+    )()
+    assert stored == sorted(f"hello {i}" for i in range(20))
+    await asyncio.gather(
+        *(writer.finish(ReplyEnding(message_id=r.reply.pk, text="ok", status="complete")) for r in results[:20])
+    )
+    statuses = await database_sync_to_async(
+        lambda: set(Message.objects.filter(role="assistant").values_list("status", flat=True))
+    )()
+    assert statuses == {"complete"}
