@@ -351,8 +351,8 @@ def test_a_batch_is_one_transaction(monkeypatch):
             raise RuntimeError("the database went away mid-batch")
         return original(self, result, fraction=fraction, stored_errors=stored_errors)
 
-    original = writer._BatchWriter._record
-    monkeypatch.setattr(writer._BatchWriter, "_record", fail_second_batch)
+    original = writer.BatchWriter._record
+    monkeypatch.setattr(writer.BatchWriter, "_record", fail_second_batch)
     with pytest.raises(RuntimeError):
         import_rows_write(job=job, rows=[post_row(i, 1) for i in range(1, 8)])
 

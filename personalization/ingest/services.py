@@ -22,6 +22,8 @@ from django.utils import timezone
 
 from ..models import ImportJob, ImportRowError
 from .columns import CHANNELS, mapping_check
+from .content_batches import ContentWriter
+from .customer_batches import CustomerWriter
 from .formats import CHUNK, FormatError, read_rows, sniff
 from .records import SourceRow
 from .writer import ImportAborted, ImportProgress, rows_write
@@ -63,7 +65,8 @@ def import_rows_write(
     are written with source `feed:<id>` for a feed's job, else the job's `source` option. Raises
     ImportAborted when the first 1,000 rows all failed.
     """
-    return rows_write(job=job, rows=rows, progress=progress, on_batch=on_batch)
+    writer = CustomerWriter(job) if job.target == ImportJob.Target.CUSTOMER else ContentWriter(job)
+    return rows_write(job=job, rows=rows, writer=writer, progress=progress, on_batch=on_batch)
 
 
 def import_job_create(
