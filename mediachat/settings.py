@@ -137,6 +137,7 @@ CELERY_BEAT_SCHEDULE = {
     "recommender-refresh": {"task": "training.tasks.recommender_refresh", "schedule": crontab(hour=3, minute=15)},
     "training-runs-fail-lost": {"task": "training.tasks.training_runs_fail_lost", "schedule": crontab(minute=40)},
     "conversations-close-stale": {"task": "mediachat.tasks.conversations_close_stale", "schedule": 300.0},
+    "contents-embed-pending": {"task": "personalization.embeddings.tasks.contents_embed_pending", "schedule": 120.0},
     "feeds-poll-due": {"task": "personalization.ingest.feed_tasks.feeds_poll_due", "schedule": 60.0},
 }
 
@@ -213,6 +214,13 @@ MEDIACHAT = {
     # Pause between streamed words of a reply written at once (the retrieval engine), in milliseconds.
     "STREAM_DELAY_MS": env.float("MEDIACHAT_STREAM_DELAY_MS", default=25.0),
     "RECENCY_HALF_LIFE_DAYS": env.float("MEDIACHAT_RECENCY_HALF_LIFE_DAYS", default=90.0),
+    # Embeddings of catalog items (personalization/embeddings): the embedder class, its torch threads
+    # (0 keeps torch's own count, which follows OMP_NUM_THREADS), and whether search blends them in.
+    "EMBEDDER": env.str(
+        "MEDIACHAT_EMBEDDER", default="personalization.embeddings.backends.SentenceTransformerEmbedder"
+    ),
+    "EMBEDDER_THREADS": env.int("MEDIACHAT_EMBEDDER_THREADS", default=0),
+    "SEMANTIC_SEARCH": env.bool("MEDIACHAT_SEMANTIC_SEARCH", default=True),
     # Languages the importers detect (ISO 639-1); text in any other comes out as "".
     "INGEST_LANGUAGES": env.list("MEDIACHAT_INGEST_LANGUAGES", default=["en", "fr", "de", "es", "it", "pt", "nl"]),
     # Near-duplicate search covers this many most recent items (about 3 KB of memory each).

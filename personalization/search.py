@@ -3,6 +3,11 @@
 One code path on SQLite and PostgreSQL: the database narrows candidates with term filters, then
 each candidate is scored in Python with field weights (title > tags > summary > body), an inverse
 document frequency over the candidates, and an exponential recency decay.
+
+Once items have embeddings (personalization/embeddings) and the embedder is loaded, the query is
+encoded once and meaning joins in: the nearest items by cosine similarity are added to the term
+matches, and each candidate's score blends its lexical relevance (scaled to the best match) with its
+similarity. With no embeddings, or MEDIACHAT["SEMANTIC_SEARCH"] off, search is by words alone.
 """
 
 import math
@@ -10,10 +15,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from .embeddings.backends import embedder_if_ready
+from .embeddings.index import index_get
 from .models import Content
 
 STOPWORDS = frozenset(
@@ -28,6 +36,9 @@ STOPWORDS = frozenset(
 FIELD_WEIGHTS = {"title": 3.0, "tags": 2.5, "summary": 1.5, "body": 0.5}
 MAX_CANDIDATES = 400
 WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+SEMANTIC_NEIGHBOURS = 50  # nearest items by meaning added to the term matches
+MIN_SIMILARITY = 0.3  # MiniLM cosine below which an item sharing no query word is noise, not a match
+SEMANTIC_WEIGHT = 0.5  # share of meaning in the blended score; lexical relevance has the rest
 
 
 @dataclass(frozen=True)
@@ -35,10 +46,13 @@ class SearchHit:
     content: Content
     score: float
     matched: tuple[str, ...]
+    similarity: float | None = None  # cosine with the query, when search used embeddings
 
     @property
     def why(self) -> str:
-        return "Matches " + ", ".join(f"“{t}”" for t in self.matched) if self.matched else "Recent and popular"
+        if self.matched:
+            return "Matches " + ", ".join(f"“{t}”" for t in self.matched)
+        return "Close in meaning to your search" if self.similarity is not None else "Recent and popular"
 
 
 def query_terms(text: str) -> list[str]:
@@ -57,6 +71,47 @@ def _recency(published_at: datetime | None, now: datetime, half_life_days: float
     return 0.5 ** (age_days / half_life_days)
 
 
+def _query_vector(terms: list[str]) -> np.ndarray | None:
+    """The query's embedding, or None when search goes by words alone (off, nothing embedded, no model yet)."""
+    if not settings.MEDIACHAT.get("SEMANTIC_SEARCH", True):
+        return None
+    index = index_get()
+    index.refresh()
+    if not len(index):
+        return None
+    embedder = embedder_if_ready()  # never waits for a model to load: words alone until it has
+    if embedder is None:
+        return None
+    return embedder.encode([" ".join(terms)])[0]
+
+
+def _lexical_scores(candidates: list[Content], terms: list[str]) -> list[tuple[Content, float, tuple[str, ...]]]:
+    """Each candidate's relevance to `terms` (field weights, idf over the candidates) and the terms it contains."""
+    fields_by_id = {
+        c.id: {
+            "title": c.title.lower(),
+            "tags": " ".join(t.name.lower() for t in c.tags.all()),
+            "summary": c.summary.lower(),
+            "body": c.body.lower(),
+        }
+        for c in candidates
+    }
+    n = len(candidates)
+    doc_freq = {t: sum(any(t in f for f in fields.values()) for fields in fields_by_id.values()) for t in terms}
+    scored = []
+    for content in candidates:
+        fields = fields_by_id[content.id]
+        relevance, matched = 0.0, []
+        for term in terms:
+            idf = math.log(1 + n / (1 + doc_freq[term])) + 0.1
+            term_score = sum(weight * min(fields[name].count(term), 5) ** 0.5 for name, weight in FIELD_WEIGHTS.items())
+            if term_score:
+                matched.append(term)
+                relevance += idf * term_score
+        scored.append((content, relevance, tuple(matched)))
+    return scored
+
+
 def catalog_search(query: str, *, limit: int = 5, now: datetime | None = None) -> list[SearchHit]:
     """The best `limit` published items for `query`; the newest items when it has no content words."""
     now = now or timezone.now()
@@ -70,37 +125,37 @@ def catalog_search(query: str, *, limit: int = 5, now: datetime | None = None) -
     for term in terms:
         match |= Q(title__icontains=term) | Q(summary__icontains=term) | Q(tags__name__icontains=term)
         match |= Q(body__icontains=term)
-    candidate_ids = list(published.filter(match).values_list("id", flat=True).distinct()[:MAX_CANDIDATES])
-    candidates = list(published.filter(id__in=candidate_ids))
+    lexical = Q(id__in=published.filter(match).values("id").distinct()[:MAX_CANDIDATES])
+    query_vector = _query_vector(terms)
+    neighbours: dict[int, float] = {}
+    if query_vector is not None:
+        nearest = index_get().search(query_vector, SEMANTIC_NEIGHBOURS, now=now)
+        neighbours = {cid: sim for cid, sim in nearest if sim >= MIN_SIMILARITY}
+    candidates = list(published.filter(lexical | Q(id__in=list(neighbours)) if neighbours else lexical))
     if not candidates:
         return []
 
-    fields_by_id = {
-        c.id: {
-            "title": c.title.lower(),
-            "tags": " ".join(t.name.lower() for t in c.tags.all()),
-            "summary": c.summary.lower(),
-            "body": c.body.lower(),
-        }
-        for c in candidates
-    }
-    n = len(candidates)
-    doc_freq = {t: sum(any(t in f for f in fields.values()) for fields in fields_by_id.values()) for t in terms}
+    scored = [
+        (content, relevance, matched)
+        for content, relevance, matched in _lexical_scores(candidates, terms)
+        if matched or content.id in neighbours
+    ]
+    similarities = {} if query_vector is None else index_get().similarities(query_vector, [c.id for c, _, _ in scored])
+    best = max((relevance for _, relevance, _ in scored), default=0.0)
     hits = []
-    for content in candidates:
-        fields = fields_by_id[content.id]
-        relevance, matched = 0.0, []
-        for term in terms:
-            idf = math.log(1 + n / (1 + doc_freq[term])) + 0.1
-            term_score = sum(
-                weight * min(fields[name].count(term), 5) ** 0.5 for name, weight in FIELD_WEIGHTS.items()
-            )
-            if term_score:
-                matched.append(term)
-                relevance += idf * term_score
-        if not matched:
+    for content, relevance, matched in scored:
+        recency = 0.75 + 0.25 * _recency(content.published_at, now, half_life)
+        if query_vector is None:
+            hits.append(SearchHit(content, relevance * recency, matched))
             continue
-        recency = _recency(content.published_at, now, half_life)
-        hits.append(SearchHit(content, relevance * (0.75 + 0.25 * recency), tuple(matched)))
+        similarity = similarities.get(content.id)
+        lexical_score = relevance / best if best else 0.0
+        # An item not embedded yet (the worker has not reached it) is ranked by its words alone.
+        blended = (
+            lexical_score
+            if similarity is None
+            else (1 - SEMANTIC_WEIGHT) * lexical_score + SEMANTIC_WEIGHT * max(similarity, 0.0)
+        )
+        hits.append(SearchHit(content, blended * recency, matched, similarity))
     hits.sort(key=lambda h: (-h.score, -(h.content.published_at or now).timestamp()))
     return hits[:limit]
