@@ -13,12 +13,14 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from ..embeddings.tasks import contents_embed
 from ..models import Author, Content, ContentRevision, ImportJob, Section, SocialPost, Tag
 from . import cleaning, dedup, rules
 from .records import ContentRecord, RowError, SourceRow
@@ -124,6 +126,11 @@ class ContentWriter(BatchWriter):
     def committed(self, result: BatchResult) -> None:
         for content_id, record in result.written:
             self.finder.add(content_id, record)
+        if result.written:
+            # New and corrected items get their embeddings from the worker; a broker that is down only
+            # delays them until the periodic sweep (robust: logged, not raised).
+            ids = [content_id for content_id, _ in result.written]
+            transaction.on_commit(partial(contents_embed.delay, ids), robust=True)
 
     # --- In the reader thread: no database ------------------------------------------------------
 
