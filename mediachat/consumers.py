@@ -2,8 +2,10 @@
 
 ORM work runs off the loop through `database_sync_to_async`, which closes stale connections around
 every call (the Channels guidance for long-lived consumers). The reader is resolved once, on connect.
-A reply streams from an asyncio task, so `stop`, a new message or a disconnect can cancel it; whoever
-cancels it stores what was streamed as `interrupted`.
+Messages and reply endings go through the loop's group commit (mediachat/groupcommit.py): stored
+before the `ack`, in one transaction with other sockets' writes. A reply streams from an asyncio task,
+so `stop`, a new message or a disconnect can cancel it; whoever cancels it stores what was streamed
+as `interrupted`.
 """
 
 import asyncio
