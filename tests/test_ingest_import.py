@@ -25,6 +25,7 @@ from personalization.ingest.services import (
 from personalization.models import (
     Author,
     Content,
+    ContentEmbedding,
     ContentRevision,
     CustomerMessage,
     ImportJob,
@@ -498,6 +499,8 @@ IMPORT_FILE = textwrap.dedent(
     import io, json, resource, sys, tempfile, django
     django.setup()
     from django.core.management import call_command
+    from mediachat.celery import app
+    app.conf.broker_url = "memory://localhost/"  # the embedding tasks each batch enqueues stay here, unrun
     n = int(sys.argv[1])
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
         for i in range(n):
@@ -543,3 +546,5 @@ def test_a_celery_worker_runs_an_uploaded_import(celery_worker):
     assert counts(done) == (20, 20, 0, 0, 0) and done.celery_task_id
     assert Content.objects.count() == 20
     assert f"personalization.ingest.tasks.import_job_run[{done.celery_task_id}]" in celery_worker.read_text()
+    # The batch enqueued the embeddings of the items it created; the same worker computes them.
+    wait_until(lambda: ContentEmbedding.objects.count() == 20, timeout=90, what="the embeddings of the import")
