@@ -109,9 +109,11 @@ def test_celery_configuration(mode, request):
     assert soft < hard and queue == "training" and conf["route"] == "training"
     assert conf["training_retry"] == [["InterfaceError", "OperationalError"], 5]
     assert conf["scheduler"] == "django_celery_beat.schedulers:DatabaseScheduler"
-    assert set(conf["beat"].values()) == {
+    assert set(conf["beat"].values()) >= {
         "training.tasks.recommender_refresh",
         "training.tasks.training_runs_fail_lost",
         "mediachat.tasks.conversations_close_stale",
+        "personalization.ingest.feed_tasks.feeds_poll_due",
+        "personalization.embeddings.tasks.contents_embed_pending",
     }
     assert set(conf["beat"].values()) <= set(conf["tasks"])
