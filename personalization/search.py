@@ -10,6 +10,8 @@ matches, and each candidate's score blends its lexical relevance (scaled to the 
 similarity. With no embeddings, or MEDIACHAT["SEMANTIC_SEARCH"] off, search is by words alone.
 """
 
+import functools
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .embeddings.backends import embedder_if_ready
+from .embeddings.backends import EmbedderUnavailable, embedder_if_ready
 from .embeddings.index import index_get
 from .models import Content
+
+logger = logging.getLogger(__name__)
 
 STOPWORDS = frozenset(
     """a about above after again all am an and any are as at be because been before being below between both but
@@ -71,11 +75,20 @@ def _recency(published_at: datetime | None, now: datetime, half_life_days: float
     return 0.5 ** (age_days / half_life_days)
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning("Search goes by words alone: %s", message)
+
+
 def _query_vector(terms: list[str]) -> np.ndarray | None:
     """The query's embedding, or None when search goes by words alone (off, nothing embedded, no model yet)."""
     if not settings.MEDIACHAT.get("SEMANTIC_SEARCH", True):
         return None
-    index = index_get()
+    try:
+        index = index_get()
+    except EmbedderUnavailable as exc:
+        _warn_once(str(exc))
+        return None
     index.refresh()
     if not len(index):
         return None

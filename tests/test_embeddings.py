@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from personalization.embeddings.backends import SentenceTransformerEmbedder, embedder_get
+from personalization.embeddings.backends import EmbedderUnavailable, SentenceTransformerEmbedder, embedder_get
 from personalization.embeddings.index import index_get
 from personalization.embeddings.services import (
     BODY_CHARS,
@@ -182,6 +182,16 @@ def test_search_finds_an_item_by_meaning_once_it_is_embedded(embedder, settings)
     settings.MEDIACHAT = {**settings.MEDIACHAT, "SEMANTIC_SEARCH": False}
     assert catalog_search("football") == []
     assert [h.content for h in catalog_search("pasta")] == [pasta]
+
+
+@pytest.mark.django_db
+def test_a_misconfigured_embedder_leaves_search_to_words_and_fails_the_embedding_clearly(settings):
+    pasta = item(*PASTA)
+    settings.MEDIACHAT = {**settings.MEDIACHAT, "EMBEDDER": "personalization.embeddings.backends.NoSuchEmbedder"}
+
+    assert [(h.content, h.similarity) for h in catalog_search("pasta")] == [(pasta, None)]
+    with pytest.raises(EmbedderUnavailable, match="names no class"):
+        contents_embed_pending()
 
 
 @pytest.mark.django_db

@@ -86,7 +86,10 @@ _loader: threading.Thread | None = None
 
 def embedder_class() -> type[Embedder]:
     """The configured embedder's class: its `name` and `dimensions`, without loading a model."""
-    return import_string(settings.MEDIACHAT["EMBEDDER"])
+    try:
+        return import_string(settings.MEDIACHAT["EMBEDDER"])
+    except ImportError as exc:
+        raise EmbedderUnavailable(f"MEDIACHAT['EMBEDDER'] names no class: {exc}") from exc
 
 
 def embedder_get() -> Embedder:
