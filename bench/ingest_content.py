@@ -8,14 +8,21 @@ one function each, each adding its numbers to one results dict:
   from the synthetic catalog's vocabulary) written to a temporary JSON Lines file, in a child process so
   that the numbers below are the importer's;
 - import: `import_job_create` + `import_job_run` in this process (cleaning, deduplication, mapping
-  rules, batched writes), timed: items per second.
+  rules, batched writes), timed: items per second;
+- embed: the imported items' embeddings through the platform path, `contents_embed` on each import
+  batch's ids as the worker runs the tasks the import enqueued (read, encode, bulk upsert), and the bare
+  sentence-transformers `model.encode` of the same texts with the same batch size and torch threads,
+  batch by batch in turn so that both see the same machine: `embed_overhead` = raw rate / platform rate.
 
-The last line printed is the results as JSON, at least {"items", "import_items_per_s", "peak_rss_mb"}.
-Goal: at least 1,000 items/s imported into PostgreSQL without embeddings. BENCH_PROFILE=1 profiles the
-import phase and prints its top functions to stderr.
+The last line printed is the results as JSON, at least {"items", "import_items_per_s", "embed_items_per_s",
+"raw_encode_items_per_s", "embed_overhead", "peak_rss_mb"}. Goals: at least 1,000 items/s imported into
+PostgreSQL without embeddings, embedding overhead at most 1.2. BENCH_PROFILE=1 profiles the import phase
+and prints its top functions to stderr. The tasks the import enqueues go to an in-memory broker: this
+process embeds the items itself, and no worker elsewhere should get them.
 
 Environment: BENCH_ITEMS (10000), BENCH_SEED (7), BENCH_PROFILE (0), BENCH_PROFILE_SORT (cumulative; or
-tottime). The profile covers the writing thread only, not the reader thread that cleans ahead of it.
+tottime), BENCH_EMBED (1; 0 skips the embed phase), MEDIACHAT_EMBEDDER_THREADS (0: torch's own count).
+The profile covers the writing thread only, not the reader thread that cleans ahead of it.
 """
 
 import json
@@ -32,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ITEMS = int(os.environ.get("BENCH_ITEMS", "10000"))
 SEED = int(os.environ.get("BENCH_SEED", "7"))
 PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
+EMBED = os.environ.get("BENCH_EMBED", "1") == "1"
 SOURCE = "bench-ingest"
 
 
@@ -56,6 +64,10 @@ def setup() -> None:
 
     django.setup()
     from django.core.management import call_command
+
+    from mediachat.celery import app
+
+    app.conf.broker_url = "memory://localhost/"  # the embedding tasks the import enqueues stay in this process
 
     from personalization.models import Content
 
@@ -143,6 +155,52 @@ def phase_import(results: dict, path: Path) -> None:
     )
 
 
+def phase_embed(results: dict) -> None:
+    import torch
+
+    from personalization.embeddings import services
+    from personalization.embeddings.backends import embedder_get
+    from personalization.models import Content
+
+    embedder = embedder_get()  # loaded once per process, as in the worker; not timed
+    embedder.encode(["warm up"] * 8)
+    ids = list(Content.objects.filter(source=SOURCE).order_by("id").values_list("id", flat=True))
+    batch = 500  # the import's batch size: one enqueued contents_embed task per batch
+    platform_s = raw_s = 0.0
+    last_log = time.monotonic()
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        started = time.perf_counter()
+        stored = services.contents_embed(content_ids=chunk)
+        platform_s += time.perf_counter() - started
+        assert stored == len(chunk), (stored, len(chunk))
+        rows = Content.objects.filter(id__in=chunk).order_by("id").values_list("title", "summary", "body")
+        texts = [services.content_embedding_text(title=t, summary=s, body=b) for t, s, b in rows]
+        started = time.perf_counter()
+        embedder.model.encode(
+            texts, batch_size=embedder.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        )  # fmt: skip
+        raw_s += time.perf_counter() - started
+        if time.monotonic() - last_log >= 10:
+            last_log = time.monotonic()
+            log(f"embed: {start + len(chunk):,} of {len(ids):,} items")
+    pending = services.contents_pending_embedding().filter(source=SOURCE).count()
+    if pending:
+        raise SystemExit(f"{pending} imported items still have no current embedding")
+    log(f"embedded {len(ids):,} items: platform {platform_s:.1f} s, bare encode {raw_s:.1f} s")
+    results.update(
+        embed_model=embedder.name,
+        embed_threads=torch.get_num_threads(),
+        embed_batch_size=embedder.batch_size,
+        embed_seconds=round(platform_s, 2),
+        raw_encode_seconds=round(raw_s, 2),
+        embed_items_per_s=round(len(ids) / platform_s, 1),
+        raw_encode_items_per_s=round(len(ids) / raw_s, 1),
+        embed_overhead=round(platform_s / raw_s, 3),
+    )
+
+
 def main() -> None:
     setup()
     from django.db import connection
@@ -152,6 +210,8 @@ def main() -> None:
         path = Path(tmp) / "items.jsonl"
         phase_generate(results, path)
         phase_import(results, path)
+    if EMBED:
+        phase_embed(results)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(results))
 
