@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 # Batches the reader thread may hold ready beside the one being written and the one it prepares. Keep
-# (2 + this) × BATCH_SIZE under the 2,048 fingerprints dedup caches, or the writer computes them again.
+# (2 + this) * BATCH_SIZE under the 2,048 fingerprints dedup caches, or the writer computes them again.
 PREFETCH_BATCHES = 1
 PROGRESS_INTERVAL_S = 0.5
 # Past this many stored row errors a job only counts its failures (the first ones show what is wrong).
