@@ -4,6 +4,7 @@ Every reader-scoped helper filters by `ReaderRef.owner_q()`, so one reader's row
 a missing row and someone else's row look the same (None), which the API answers with 404.
 """
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 from mediachat.models import Conversation, Message
 
 from .identity import ReaderRef
-from .models import Content, Interaction
+from .models import Content, CustomerMessage, Interaction
 from .search import MAX_CANDIDATES, catalog_search
 
 CONTENT_REF_FIELDS = ("id", "slug", "title", "kind", "url")
@@ -125,3 +126,21 @@ def reader_interactions(*, reader: ReaderRef) -> QuerySet[Interaction]:
     if reader.user_id is None and not reader.session_key:
         return Interaction.objects.none()
     return Interaction.objects.filter(reader.owner_q()).select_related("content").order_by("-occurred_at", "-id")
+
+
+def customer_training_texts() -> QuerySet[CustomerMessage]:
+    """Customer messages whose senders consented to training use, oldest first (for the LM corpus)."""
+    return CustomerMessage.objects.filter(training_consent=True).order_by("received_at", "id")
+
+
+def customer_intent_examples(*, labels: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(text, label) pairs from consented, labelled customer messages: one pair per label a message has.
+
+    `labels` keeps only those labels (e.g. the intents the classifier knows); None keeps every label.
+    """
+    wanted = set(labels) if labels is not None else None
+    rows = customer_training_texts().exclude(labels=[]).values_list("text", "labels")
+    for text, message_labels in rows.iterator(chunk_size=2000):
+        for label in message_labels:
+            if wanted is None or label in wanted:
+                yield text, label
