@@ -7,6 +7,7 @@ search that must not wait for a model to load asks `embedder_if_ready`, which lo
 import logging
 import os
 import threading
+from abc import ABC, abstractmethod
 
 import numpy as np
 from django.conf import settings
@@ -19,7 +20,7 @@ class EmbedderUnavailable(Exception):
     """The configured embedder could not be loaded (a missing package or model files)."""
 
 
-class Embedder:
+class Embedder(ABC):
     """Base class: `encode` gives one unit-length float32 row of `dimensions` per text.
 
     `name` identifies the model in stored embeddings: vectors of another name are recomputed.
@@ -32,8 +33,8 @@ class Embedder:
     def __init__(self, *, threads: int = 0) -> None:
         self.threads = threads
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
 class SentenceTransformerEmbedder(Embedder):

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -82,7 +83,7 @@ def job_source(job: ImportJob) -> str:
     return str((job.options or {}).get("source") or f"file:{job.filename}")[:100]
 
 
-class BatchWriter:
+class BatchWriter(ABC):
     """Writes one kind of target. `prepare` runs in the reader thread and must not touch the database;
     `write` runs inside the batch's transaction."""
 
@@ -90,16 +91,16 @@ class BatchWriter:
         self.job = job
         self.source = job_source(job)
 
-    def prepare(self, rows: list[SourceRow]) -> list[Prepared]:
-        raise NotImplementedError
+    @abstractmethod
+    def prepare(self, rows: list[SourceRow]) -> list[Prepared]: ...
 
-    def write(self, items: list[Prepared]) -> BatchResult:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, items: list[Prepared]) -> BatchResult: ...
 
-    def committed(self, result: BatchResult) -> None:
+    def committed(self, result: BatchResult) -> None:  # noqa: B027 - an optional hook
         """Called once a batch's transaction committed."""
 
-    def forget(self) -> None:
+    def forget(self) -> None:  # noqa: B027 - an optional hook
         """Drop whatever was cached from a transaction that rolled back."""
 
     def write_committed(self, items: list[Prepared], *, fraction: float | None, stored_errors: int) -> BatchResult:
