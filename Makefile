@@ -31,6 +31,7 @@ migrate: install
 
 demo: migrate
 	$(PY) manage.py seed_demo
+	$(PY) manage.py train_defaults
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py run_platform --host $(HOST) --port $(PORT)
 

@@ -30,6 +30,8 @@ from personalization.models import Content, Interaction
 from training.models import ModelKind, ModelVersion, TrainingRun
 from training.pipelines import popularity
 
+from .registry import model_version_activate
+
 logger = logging.getLogger(__name__)
 
 # The worker kills a training task after TIME_LIMIT_S, so no execution of a run can still be alive after
@@ -369,3 +371,25 @@ def recommender_refresh() -> TrainingRun | None:
     if not new.exists():
         return None
     return training_run_launch(kind=ModelKind.RECOMMENDER, parameters={}, user_id=None)
+
+
+def default_models_train() -> list[tuple[str, ModelVersion | None]]:
+    """Train and activate a model of every kind that has a pipeline and no model version yet.
+
+    Runs here, synchronously (`make demo` calls it before the worker starts); the Celery job that the
+    launch also enqueues finds the run no longer queued and does nothing. Returns (kind, the version
+    activated, or None where one existed already). Raises TrainingRunError when a run fails.
+    """
+    trained: list[tuple[str, ModelVersion | None]] = []
+    for kind in PIPELINES:
+        if ModelVersion.objects.filter(kind=kind).exists():
+            trained.append((kind, None))
+            continue
+        run = training_run_launch(kind=kind, parameters={}, user_id=None)
+        training_run_execute(run_id=run.id)
+        run.refresh_from_db()
+        version = run.model_versions.order_by("-id").first()
+        if run.status != TrainingRun.Status.SUCCEEDED or version is None:
+            raise TrainingRunError(f"The default {kind} run {run.id} ended {run.status}:\n{run.log[-2000:]}")
+        trained.append((kind, model_version_activate(version_id=version.id, user_id=None)))
+    return trained
