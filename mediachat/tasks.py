@@ -3,8 +3,9 @@
 from datetime import timedelta
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
+
+from mediachat.celery import retry_transient_db
 
 from .selectors import conversation_ids_with_stale_replies
 from .services import replies_interrupt_streaming
@@ -18,9 +19,7 @@ STALE_REPLY_AGE = timedelta(minutes=10)
     queue="default",
     soft_time_limit=60,
     time_limit=90,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=5,
-    max_retries=3,
+    **retry_transient_db(max_retries=3),
 )
 def conversations_close_stale() -> int:
     """Mark `interrupted` the replies left `streaming` for over ten minutes; returns how many."""

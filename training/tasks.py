@@ -1,12 +1,9 @@
 """Celery entry points for training: each loads nothing itself and calls one service with ids."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from mediachat.celery import retry_transient_db
 from training.services import runs
-
-# A database that is restarting or failing over: retry with backoff rather than lose the run.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 @shared_task(
@@ -14,11 +11,7 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
     queue="training",
     soft_time_limit=runs.SOFT_TIME_LIMIT_S,
     time_limit=runs.TIME_LIMIT_S,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
+    **retry_transient_db(max_retries=5, backoff_max=300),
 )
 def training_run_execute(run_id: int) -> None:
     runs.training_run_execute(run_id=run_id)
@@ -29,9 +22,7 @@ def training_run_execute(run_id: int) -> None:
     queue="training",
     soft_time_limit=60,
     time_limit=90,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    max_retries=3,
+    **retry_transient_db(max_retries=3),
 )
 def recommender_refresh() -> int | None:
     """Daily: a new recommender run when readers left signals since the last one; returns its id."""
@@ -44,9 +35,7 @@ def recommender_refresh() -> int | None:
     queue="training",
     soft_time_limit=60,
     time_limit=90,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    max_retries=3,
+    **retry_transient_db(max_retries=3),
 )
 def training_runs_fail_lost() -> int:
     """Hourly: runs whose worker died or that no worker took are marked failed instead of hanging."""

@@ -6,23 +6,17 @@ batch has committed; beat runs `contents_embed_pending` every two minutes for wh
 """
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+
+from mediachat.celery import retry_transient_db
 
 from . import services
-
-# A database that is restarting or failing over: retry with backoff rather than drop the work.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 @shared_task(
     name="personalization.embeddings.tasks.contents_embed",
     soft_time_limit=600,
     time_limit=660,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
+    **retry_transient_db(max_retries=5, backoff_max=300),
 )
 def contents_embed(content_ids: list[int]) -> int:
     """Embed these items; returns how many embeddings were stored."""
@@ -33,9 +27,7 @@ def contents_embed(content_ids: list[int]) -> int:
     name="personalization.embeddings.tasks.contents_embed_pending",
     soft_time_limit=600,
     time_limit=660,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    max_retries=3,
+    **retry_transient_db(max_retries=3),
 )
 def contents_embed_pending() -> int:
     """Periodic: embed items with no embedding or a stale one, up to services.PENDING_LIMIT a run."""

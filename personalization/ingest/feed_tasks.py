@@ -3,25 +3,19 @@
 import logging
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+
+from mediachat.celery import retry_transient_db
 
 from . import feed_services
 
 logger = logging.getLogger(__name__)
-
-# A database that is restarting or failing over: retry with backoff rather than skip the poll.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 @shared_task(
     name="personalization.ingest.feed_tasks.feed_poll",
     soft_time_limit=240,
     time_limit=300,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=3,
+    **retry_transient_db(max_retries=3, backoff_max=120),
 )
 def feed_poll(feed_id: int) -> int | None:
     """Poll one feed now; returns the poll's ImportJob id, or None when the feed is gone."""
@@ -37,9 +31,7 @@ def feed_poll(feed_id: int) -> int | None:
     name="personalization.ingest.feed_tasks.feeds_poll_due",
     soft_time_limit=50,
     time_limit=60,
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    max_retries=2,
+    **retry_transient_db(max_retries=2),
 )
 def feeds_poll_due() -> int:
     """Every minute (beat): enqueue a poll for each active feed that is due; returns how many."""
