@@ -60,7 +60,8 @@ class Message(models.Model):
     decoding = models.JSONField(default=dict, blank=True, help_text="Decoding parameters used.")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Total time to the last token.")
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to the first token.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,3 +98,56 @@ class MessageFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_rating_display()} on message {self.message_id}"
+
+
+class DecodingProfile(models.Model):
+    """A named set of decoding parameters editors keep; the default one applies to every reply."""
+
+    class Strategy(models.TextChoices):
+        GREEDY = "greedy", "Greedy"
+        SAMPLE = "sample", "Sampling (temperature, top-k, top-p)"
+        BEAM = "beam", "Beam search"
+
+    name = models.SlugField(max_length=50, unique=True, help_text="What a request names in decoding.profile.")
+    description = models.CharField(max_length=200, blank=True)
+    is_default = models.BooleanField(default=False, help_text="Applies to every reply that names no profile.")
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.GREEDY)
+    max_new_tokens = models.PositiveIntegerField(default=96)
+    temperature = models.FloatField(default=0.8)
+    top_k = models.PositiveIntegerField(default=40)
+    top_p = models.FloatField(default=0.95)
+    repetition_penalty = models.FloatField(default=1.1)
+    num_beams = models.PositiveSmallIntegerField(default=4)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_profile"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .engine.decoding import DecodingError, DecodingParams, decoding_resolve
+
+        try:
+            decoding_resolve(DecodingParams(), self.parameters())
+        except DecodingError as exc:
+            field = exc.field if exc.field in {f.name for f in self._meta.fields} else None
+            raise ValidationError({field: exc.detail} if field else exc.detail) from None
+
+    def parameters(self) -> dict:
+        """The profile as a `decoding` override."""
+        return {
+            "strategy": self.strategy,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "num_beams": self.num_beams,
+        }

@@ -209,7 +209,29 @@ MEDIACHAT = {
     # Token bucket per socket: sustained messages per second and burst size.
     "WS_RATE_PER_S": env.float("MEDIACHAT_WS_RATE_PER_S", default=2.0),
     "WS_RATE_BURST": env.int("MEDIACHAT_WS_RATE_BURST", default=5),
+    # The engine the websocket consumers call (docs/engine.md). With Redis it is the channel-layer client
+    # of `manage.py run_engine` processes, so web processes hold no model; embedded, the engine runs in a
+    # thread of the ASGI process. ENGINE_SERVED is what run_engine (and the embedded default) runs.
     "ENGINE": env.str("MEDIACHAT_ENGINE", default="mediachat.engine.retrieval.RetrievalEngine"),
+    "ENGINE_SERVED": env.str("MEDIACHAT_ENGINE_SERVED", default="mediachat.engine.lm.LMEngine"),
+    "ENGINE_CHANNEL": env.str("MEDIACHAT_ENGINE_CHANNEL", default="mediachat.engine"),
+    # A chat model folder (any transformers causal LM saved with a chat template); empty: the active
+    # chat-lm ModelVersion of the registry.
+    "CHAT_MODEL": env.str("MEDIACHAT_CHAT_MODEL", default=""),
+    "ENGINE_DEVICE": env.str("MEDIACHAT_ENGINE_DEVICE", default="auto"),  # auto, cpu, cuda, cuda:1
+    # torch threads of the engine (0: one per core when the engine has the machine, else 1).
+    "ENGINE_THREADS": env.int("MEDIACHAT_ENGINE_THREADS", default=0),
+    "ENGINE_MAX_BATCH": env.int("MEDIACHAT_ENGINE_MAX_BATCH", default=16),  # requests decoded together
+    "ENGINE_QUEUE": env.int("MEDIACHAT_ENGINE_QUEUE", default=64),  # requests waiting; beyond: `busy`
+    "ENGINE_TIMEOUT_S": env.float("MEDIACHAT_ENGINE_TIMEOUT_S", default=60.0),  # per request
+    # Prompt budget in tokens (0: the model's context length less the reply's max_new_tokens).
+    "CONTEXT_TOKENS": env.int("MEDIACHAT_CONTEXT_TOKENS", default=0),
+    # Decoding defaults (mediachat/engine/decoding.py); the admin's default DecodingProfile overrides them.
+    "DECODING": env.json("MEDIACHAT_DECODING", default={}),
+    # An OpenAI-compatible server (vLLM, `transformers serve`) for mediachat.engine.openai_compat.OpenAIEngine.
+    "OPENAI_BASE_URL": env.str("MEDIACHAT_OPENAI_BASE_URL", default=""),
+    "OPENAI_MODEL": env.str("MEDIACHAT_OPENAI_MODEL", default=""),
+    "OPENAI_API_KEY": env.str("MEDIACHAT_OPENAI_API_KEY", default=""),
     "RECOMMENDATIONS": env.int("MEDIACHAT_RECOMMENDATIONS", default=3),
     # Pause between streamed words of a reply written at once (the retrieval engine), in milliseconds.
     "STREAM_DELAY_MS": env.float("MEDIACHAT_STREAM_DELAY_MS", default=25.0),

@@ -43,7 +43,7 @@ def health(request: HttpRequest) -> JsonResponse:
         try:
             cache.set("mediachat:health", "1", timeout=5)
             checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any client error means "not ready"
+        except Exception as exc:
             checks["redis"] = f"error: {exc.__class__.__name__}"
             status = 503
     return JsonResponse({"status": "ok" if status == 200 else "degraded", "checks": checks}, status=status)

@@ -6,13 +6,27 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .base import Citation, Engine, EngineRequest, EngineResult, Generation, Recommendation, Turn
+from .base import (
+    Citation,
+    Engine,
+    EngineBusy,
+    EngineError,
+    EngineRequest,
+    EngineResult,
+    EngineTimeout,
+    Generation,
+    Recommendation,
+    Turn,
+)
 
 __all__ = [
     "Citation",
     "Engine",
+    "EngineBusy",
+    "EngineError",
     "EngineRequest",
     "EngineResult",
+    "EngineTimeout",
     "Generation",
     "Recommendation",
     "Turn",

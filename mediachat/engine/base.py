@@ -8,11 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from .decoding import DecodingParams
+
 
 @dataclass(frozen=True)
 class Turn:
     role: str  # "user" or "assistant", as stored on Message.role
     text: str
+    cited: tuple[int, ...] = ()  # assistant turns: the catalog items the reply cited, in order (conversation state)
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,9 @@ class EngineRequest:
     text: str  # the reader's message, validated and stripped
     history: tuple[Turn, ...] = ()  # earlier turns of the conversation, oldest first, as many as asked for
     reader_authenticated: bool = False  # a signed-in reader rather than an anonymous one
+    decoding: DecodingParams | None = None  # resolved and checked by the caller; None: the engine's defaults
+    reply_id: int | None = None  # the stored reply row, for logs and for engines in another process
+    conversation_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,31 @@ class EngineResult:
     intent: str = ""
     confidence: float | None = None
     entities: list = field(default_factory=list)
+    model_version_id: int | None = None  # the training.ModelVersion that wrote this reply (set by model engines)
+    notice: str = ""  # said to the reader besides the reply, e.g. "the assistant is unavailable"
+
+
+class EngineError(Exception):
+    """A reply the engine could not write; `code` goes to the reader in an `error` event."""
+
+    code = "engine_error"
+
+    def __init__(self, detail: str, *, retry_after_ms: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_ms = retry_after_ms
+
+
+class EngineBusy(EngineError):
+    """The engine's queue is full: try again after `retry_after_ms`."""
+
+    code = "busy"
+
+
+class EngineTimeout(EngineError):
+    """The reply took longer than the engine's per-request limit."""
+
+    code = "timeout"
 
 
 class Generation(ABC):
