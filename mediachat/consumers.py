@@ -21,9 +21,11 @@ from django.conf import settings
 from personalization.identity import SESSION_READER_KEY, ReaderRef, reader_from
 
 from . import protocol
-from .engine import Engine, EngineRequest, EngineResult, Turn, get_engine
+from .engine import Engine, EngineError, EngineRequest, EngineResult, Generation, Turn, get_engine
+from .engine.decoding import DecodingError, DecodingParams
 from .groupcommit import group_commit
 from .models import Message, MessageFeedback
+from .selectors import decoding_for_request
 from .services import ChatError, IncomingMessage, ReplyEnding, feedback_set, messages_after
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ class TokenBucket:
         return True
 
 
+# Turns of a conversation a socket keeps in memory for the engine's context (the conversation state).
+HISTORY_KEPT = 20
+
+
 @dataclass
 class ReplyStream:
     reply_id: int
@@ -63,9 +69,26 @@ class ReplyStream:
     first_token_ms: int | None = None
     finished: bool = False  # someone has taken charge of storing the ending
     task: asyncio.Task | None = None
+    generation: Generation | None = None
 
     def elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
+
+
+@dataclass
+class ConversationState:
+    """The socket's conversation as the engine needs it: the latest turns, with the items replies cited.
+
+    Loaded once when a socket first writes to an existing conversation, then kept up to date from what
+    passes through the socket, so a reply costs no history query.
+    """
+
+    conversation_id: int
+    turns: list[Turn] = field(default_factory=list)
+
+    def add(self, turn: Turn) -> None:
+        self.turns.append(turn)
+        del self.turns[:-HISTORY_KEPT]
 
 
 def reader_for_scope(scope: dict) -> ReaderRef:
@@ -82,14 +105,22 @@ def reader_for_scope(scope: dict) -> ReaderRef:
 
 
 def recent_turns(*, conversation_id: int, before_id: int, limit: int) -> tuple[Turn, ...]:
-    """The last `limit` turns of a conversation before message `before_id`, oldest first."""
-    earlier = (
+    """The last `limit` turns of a conversation before message `before_id`, oldest first, with citations."""
+    earlier = list(
         Message.objects.filter(conversation_id=conversation_id, id__lt=before_id)
         .exclude(role=Message.Role.SYSTEM)
+        .exclude(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+        .exclude(text="")
         .order_by("-id")
-        .values_list("role", "text")[:limit]
+        .values_list("id", "role", "text")[:limit]
     )
-    return tuple(Turn(role=role, text=text) for role, text in reversed(earlier))
+    assistant_ids = [pk for pk, role, _ in earlier if role == Message.Role.ASSISTANT]
+    cited: dict[int, list[int]] = {}
+    if assistant_ids:
+        links = Message.cited.through.objects.filter(message_id__in=assistant_ids).order_by("id")
+        for message_id, content_id in links.values_list("message_id", "content_id"):
+            cited.setdefault(message_id, []).append(content_id)
+    return tuple(Turn(role=role, text=text, cited=tuple(cited.get(pk, ()))) for pk, role, text in reversed(earlier))
 
 
 def history_messages(*, reader: ReaderRef, conversation_id: int, after_id: int) -> list[dict]:
@@ -117,6 +148,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     engine: Engine
     bucket: TokenBucket
     stream: ReplyStream | None = None
+    conversation: ConversationState | None = None
     closed: bool = False
 
     async def dispatch(self, message: dict) -> None:
@@ -186,6 +218,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.interrupt()
 
     async def on_message(self, command: protocol.SendMessage, received_at: float) -> None:
+        decoding = await self.decoding_for(command.decoding) if command.decoding else None
         # The reply streaming now is interrupted first; its ending and this message are written in the
         # same group commit as a rule, and its `done` still goes out before this message's `ack`.
         interrupting = asyncio.ensure_future(self.interrupt()) if self.stream is not None else None
@@ -220,18 +253,47 @@ class ChatConsumer(AsyncWebsocketConsumer):
             started=received_at,
         )
         self.stream = stream
-        stream.task = asyncio.create_task(self.run_reply(stream, message.text))
+        question = Turn(role="user", text=message.text)
+        state = self.conversation
+        history: tuple[Turn, ...] | None = None  # None: loaded by the reply's task
+        if state is not None and state.conversation_id == message.conversation_id:
+            history = tuple(state.turns)
+            state.add(question)
+        elif command.conversation_id is None:  # a conversation this message starts
+            history = ()
+            self.conversation = ConversationState(message.conversation_id, [question])
+        stream.task = asyncio.create_task(self.run_reply(stream, message.text, decoding, history))
 
-    async def run_reply(self, stream: ReplyStream, text: str) -> None:
+    async def decoding_for(self, override: dict) -> DecodingParams | None:
         try:
-            history: tuple[Turn, ...] = ()
+            return await db(decoding_for_request)(override)
+        except DecodingError as exc:
+            raise ChatError("invalid_decoding", exc.detail) from None
+
+    async def history_for(self, stream: ReplyStream, question: str) -> tuple[Turn, ...]:
+        """The turns before this reply's question, loaded once per socket and conversation, then kept."""
+        turns = await db(recent_turns)(
+            conversation_id=stream.conversation_id, before_id=stream.reply_to, limit=HISTORY_KEPT
+        )
+        self.conversation = ConversationState(stream.conversation_id, [*turns, Turn(role="user", text=question)])
+        return turns
+
+    async def run_reply(
+        self, stream: ReplyStream, text: str, decoding: DecodingParams | None, history: tuple[Turn, ...] | None
+    ) -> None:
+        try:
+            if history is None:
+                history = await self.history_for(stream, text)
             wanted = self.engine.history_turns(text)
-            if wanted:
-                history = await db(recent_turns)(
-                    conversation_id=stream.conversation_id, before_id=stream.reply_to, limit=wanted
-                )
-            request = EngineRequest(text=text, history=history, reader_authenticated=self.reader.is_authenticated)
-            generation = self.engine.start(request)
+            request = EngineRequest(
+                text=text,
+                history=history[-wanted:] if wanted else (),
+                reader_authenticated=self.reader.is_authenticated,
+                decoding=decoding,
+                reply_id=stream.reply_id,
+                conversation_id=stream.conversation_id,
+            )
+            generation = stream.generation = self.engine.start(request)
             async for piece in generation:
                 if stream.first_token_ms is None:
                     stream.first_token_ms = stream.elapsed_ms()
@@ -240,6 +302,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             result = generation.result
         except asyncio.CancelledError:
             raise
+        except EngineError as exc:
+            logger.warning("engine %s refused reply %s: %s", self.engine.name, stream.reply_id, exc.code)
+            stream.finished = True
+            await self.finish(stream, Message.Status.FAILED, error=exc)
+            return
         except Exception:
             logger.exception("engine %s failed on reply %s", self.engine.name, stream.reply_id)
             stream.finished = True
@@ -277,11 +344,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.finish(stream, Message.Status.INTERRUPTED)
         await asyncio.wait([stream.task])
 
-    async def finish(self, stream: ReplyStream, status: str, result: EngineResult | None = None) -> None:
+    async def finish(
+        self,
+        stream: ReplyStream,
+        status: str,
+        result: EngineResult | None = None,
+        *,
+        error: EngineError | None = None,
+    ) -> None:
         """Store how the reply ended, then send its `done` (after an `error` when it failed)."""
         text = result.text if result is not None else "".join(stream.pieces)
         total_ms = stream.elapsed_ms()
         cited = result.cited if result is not None else []
+        generation = stream.generation
+        model_version_id = result.model_version_id if result is not None else None
+        if model_version_id is None and generation is not None:
+            model_version_id = generation.model_version_id
         ending = ReplyEnding(
             message_id=stream.reply_id,
             text=text,
@@ -291,17 +369,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
             prompt_tokens=result.prompt_tokens if result is not None else None,
             completion_tokens=result.completion_tokens if result is not None else len(stream.pieces),
             latency_ms=total_ms,
+            first_token_ms=stream.first_token_ms,
             intent=result.intent if result is not None else "",
             confidence=result.confidence if result is not None else None,
             entities=result.entities if result is not None else None,
+            model_version_id=model_version_id,
         )
         try:
             await group_commit().finish(ending)
         except Exception:
             logger.exception("storing reply %s as %s failed", stream.reply_id, status)
             status = Message.Status.FAILED
-        if status == Message.Status.FAILED:
+            error = None
+        if self.conversation is not None and self.conversation.conversation_id == stream.conversation_id and text:
+            self.conversation.add(Turn(role="assistant", text=text, cited=ending.cited_ids))
+        if error is not None:
+            await self.send_error(error.code, error.detail, retry_after_ms=error.retry_after_ms)
+        elif status == Message.Status.FAILED:
             await self.send_error("internal_error", "The server failed while writing this reply.")
+        extra: dict[str, object] = {}
+        if result is not None and result.notice:
+            extra["notice"] = result.notice
         await self.send_event(
             "done",
             message_id=stream.reply_id,
@@ -310,12 +398,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             text=text,
             cited=[{"id": c.content_id, "title": c.title, "url": c.url} for c in cited],
             timing={"first_token_ms": stream.first_token_ms, "total_ms": total_ms},
+            model_version=model_version_id,
+            **extra,
         )
 
-    async def send_error(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+    async def send_error(
+        self, code: str, detail: str, *, client_id: str | None = None, retry_after_ms: int | None = None
+    ) -> None:
         fields: dict[str, object] = {"code": code, "detail": detail}
         if client_id:
             fields["client_id"] = client_id
+        if retry_after_ms is not None:
+            fields["retry_after_ms"] = retry_after_ms
         await self.send_event("error", **fields)
 
     async def send_event(self, kind: str, **fields: object) -> None:

@@ -18,6 +18,7 @@ class SendMessage:
     text: str
     client_id: str  # "" when the client sent none
     conversation_id: int | None
+    decoding: dict | None = None  # {"profile": name, field: value, ...}, checked against bounds by the consumer
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,14 @@ def parse_command(data: dict) -> Command:
     if kind == "message":
         text = check_text(_required(data, "text"))
         conversation_id = data.get("conversation_id")
+        decoding = data.get("decoding")
+        if decoding is not None and (not isinstance(decoding, dict) or len(decoding) > 16):
+            raise ChatError("invalid_decoding", "'decoding' must be an object of at most 16 fields.")
         return SendMessage(
             text=text,
             client_id=_client_id(data.get("client_id")),
             conversation_id=None if conversation_id is None else _id(conversation_id, "conversation_id"),
+            decoding=decoding or None,
         )
     if kind == "feedback":
         message_id = _id(_required(data, "message_id"), "message_id")

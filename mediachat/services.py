@@ -225,6 +225,8 @@ class ReplyEnding:
     intent: str = ""
     confidence: float | None = None
     entities: list | None = None
+    first_token_ms: int | None = None
+    model_version_id: int | None = None  # None keeps the version stored when the reply started
 
 
 def _owns(reader: ReaderRef, conversation: Conversation) -> bool:
@@ -357,6 +359,7 @@ REPLY_ENDING_FIELDS = [
     "prompt_tokens",
     "completion_tokens",
     "latency_ms",
+    "first_token_ms",
     "intent",
     "confidence",
     "entities",
@@ -394,6 +397,7 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
             prompt_tokens=e.prompt_tokens,
             completion_tokens=e.completion_tokens,
             latency_ms=e.latency_ms,
+            first_token_ms=e.first_token_ms,
             intent=e.intent,
             confidence=e.confidence,
             entities=e.entities or [],
@@ -401,7 +405,10 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
         for e in endings
     ]
     cited = [Message.cited.through(message_id=e.message_id, content_id=c) for e in endings for c in e.cited_ids]
+    versioned = [Message(pk=e.message_id, model_version_id=e.model_version_id) for e in endings if e.model_version_id]
     with transaction.atomic():
         _update_rows(rows, REPLY_ENDING_FIELDS)
+        if versioned:
+            _update_rows(versioned, ["model_version"])
         if cited:
             Message.cited.through.objects.bulk_create(cited, ignore_conflicts=True)

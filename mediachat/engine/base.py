@@ -94,6 +94,9 @@ class Generation(ABC):
 
     def __init__(self) -> None:
         self._result: EngineResult | None = None
+        # The ModelVersion writing this reply, set by model engines as soon as it is known, so that a
+        # reply interrupted before its result still records which model wrote what was streamed.
+        self.model_version_id: int | None = None
 
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[str]: ...
