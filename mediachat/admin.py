@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from . import dashboard
 from .charts import Series, bar_chart
-from .models import Conversation, Message, MessageFeedback
+from .models import Conversation, DecodingProfile, Message, MessageFeedback
 
 admin.site.site_header = "mediachat administration"
 admin.site.site_title = "mediachat admin"
@@ -107,6 +107,27 @@ class MessageFeedbackAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
 
 
+@admin.register(DecodingProfile)
+class DecodingProfileAdmin(admin.ModelAdmin):
+    """Named decoding settings; `clean()` refuses values outside the engine's bounds with a form error."""
+
+    list_display = ["name", "is_default", "strategy", "max_new_tokens", "temperature", "top_k", "top_p", "updated_at"]
+    list_filter = ["strategy", "is_default"]
+    search_fields = ["name", "description"]
+    date_hierarchy = "updated_at"
+    fieldsets = [
+        (None, {"fields": ["name", "description", "is_default", "strategy", "max_new_tokens"]}),
+        ("Sampling", {"fields": ["temperature", "top_k", "top_p"]}),
+        ("Repetition and beams", {"fields": ["repetition_penalty", "num_beams"]}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: DecodingProfile, form, change: bool) -> None:
+        # One default at a time: making this one the default takes it from the other.
+        if obj.is_default:
+            DecodingProfile.objects.exclude(pk=obj.pk).filter(is_default=True).update(is_default=False)
+        super().save_model(request, obj, form, change)
+
+
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Activity, ratings and models at a glance; training panels only for those who may see training."""
     window = dashboard.Window.last(DASHBOARD_DAYS)
@@ -150,6 +171,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "ratings_window": dashboard.rating_totals(since=window.start),
         "ratings_all": dashboard.rating_totals(),
         "top_content": dashboard.top_content(window),
+        "assistant": dashboard.assistant_status(),
         "show_models": user.has_perm("training.view_modelversion"),
         "show_runs": user.has_perm("training.view_trainingrun"),
     }

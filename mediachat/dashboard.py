@@ -6,13 +6,15 @@ the days that had nothing.
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from personalization.models import Interaction
-from training.models import ModelVersion, TrainingRun
+from training.models import ModelKind, ModelVersion, TrainingRun
 
 from .models import Conversation, Message, MessageFeedback
 
@@ -113,6 +115,34 @@ def rating_totals(since: dt.datetime | None = None) -> RatingTotals:
 def active_models() -> list[ModelVersion]:
     """The active version of each kind, ordered by kind."""
     return list(ModelVersion.objects.active().select_related("training_run").order_by("kind"))
+
+
+@dataclass(frozen=True)
+class AssistantStatus:
+    available: bool
+    detail: str  # for editors: which model answers, or why the assistant answers with search results only
+
+
+def assistant_status() -> AssistantStatus:
+    """Whether a chat model can answer readers, and if not, why (what the engine falls back from)."""
+    configured = settings.MEDIACHAT.get("CHAT_MODEL", "")
+    if configured:
+        if Path(configured, "config.json").is_file():
+            return AssistantStatus(True, f"The chat model at {configured} (MEDIACHAT_CHAT_MODEL) answers readers.")
+        return AssistantStatus(False, f"MEDIACHAT_CHAT_MODEL is {configured}, which holds no model (no config.json).")
+    version = ModelVersion.objects.active().filter(kind=ModelKind.CHAT_LM).first()
+    if version is None:
+        failed = TrainingRun.objects.filter(kind=ModelKind.CHAT_LM, status=TrainingRun.Status.FAILED).first()
+        why = "No chat model is active"
+        if failed is not None:
+            last_line = (failed.log.strip().splitlines() or [""])[-1][:200]
+            why += f"; the last chat-model training run (#{failed.pk}) failed: {last_line}"
+        return AssistantStatus(False, why + ". Replies are catalog search results until one is trained and activated.")
+    if not Path(version.artifact_path, "config.json").is_file():
+        return AssistantStatus(
+            False, f"The active chat model {version.name} has no files at {version.artifact_path or '(no path)'}."
+        )
+    return AssistantStatus(True, f"Chat model {version.name} (version {version.pk}) answers readers.")
 
 
 def recent_runs(limit: int = 10) -> list[TrainingRun]:

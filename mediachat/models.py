@@ -129,6 +129,11 @@ class DecodingProfile(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def validate_constraints(self, exclude=None) -> None:
+        # Making a profile the default takes the flag from the previous one (the admin does both in one
+        # transaction); the database constraint still guards against two defaults.
+        super().validate_constraints(exclude={*(exclude or ()), "is_default"})
+
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 

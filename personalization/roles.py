@@ -50,6 +50,8 @@ STAFF_GRANTS = (
     *EDITOR_GRANTS,
     Grant("training", ("modelversion",), ("add", "change", "view"), ("activate_modelversion",)),
     Grant("training", ("trainingrun",), ("add", "change", "view"), ("cancel_trainingrun",)),
+    # How the assistant decodes is tuned with the models it serves.
+    Grant("mediachat", ("decodingprofile",), CRUD),
 )
 
 ROLES: dict[str, tuple[Grant, ...]] = {EDITORS: EDITOR_GRANTS, STAFF: STAFF_GRANTS}
