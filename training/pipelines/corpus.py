@@ -1,0 +1,341 @@
+"""The chat model's corpus: published content and consented conversations, cleaned, deduplicated and split.
+
+`text_clean` turns markup into plain text (lxml parses HTML and decodes entities), normalises unicode
+(NFC, no control or zero-width characters) and whitespace (one paragraph per line), drops boilerplate lines
+(`BOILERPLATE_PATTERNS`) and masks e-mail addresses and phone numbers (`pii_mask`). `corpus_build` cleans
+every document and dialogue, drops lines repeated across many documents (site furniture the patterns missed),
+short texts and near-duplicates (MinHash over word 3-shingles with datasketch's LSH, as at import), and
+splits the rest train/validation by a hash of each text's id, so a text never changes side when others are
+added. Plain Python: no Django imports.
+"""
+
+import hashlib
+import html
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import lxml.html
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+from lxml import etree
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """A published catalog item as the corpus and the dialogue synthesis read it."""
+
+    id: int
+    title: str
+    summary: str
+    body: str
+    section: str = ""
+    tags: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    date: str = ""  # ISO date of publication, "" when unknown
+    kind: str = "article"
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class SourceDialogue:
+    """A conversation a reader consented to share: (role, text) turns, role "user" or "assistant"."""
+
+    id: str
+    turns: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Corpus:
+    """Pre-training texts by split, the kept documents and dialogues (cleaned), statistics and a hash."""
+
+    train: list[str]
+    validation: list[str]
+    documents: list[SourceDocument] = field(default_factory=list)
+    dialogues: list[SourceDialogue] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    dataset_hash: str = ""
+
+
+# Lines that are site furniture rather than content; matched case-insensitively on lines up to
+# BOILERPLATE_MAX_CHARS long only, so that a real paragraph quoting one of them stays.
+BOILERPLATE_PATTERNS = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        r"\b(subscribe|sign up|sign-up)\b.*\bnewsletter\b",
+        r"\ball rights reserved\b",
+        r"^(©|\(c\)|copyright\b)",
+        r"^share (this|on|via)\b",
+        r"^(read|see|show|load) more\b",
+        r"\b(we|this (web)?site) uses? cookies\b|\bcookie (policy|settings|preferences)\b|\baccept (all )?cookies\b",
+        r"^follow us\b",
+        r"^(advertisement|sponsored( content)?|ad)$",
+        r"^click here\b",
+        r"^(related|recommended|most read)( articles| stories| content)?:?$",
+    )
+)
+BOILERPLATE_MAX_CHARS = 120
+
+_TAG_RE = re.compile(r"<(?:/?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?|!--.*?--|!DOCTYPE[^>]*)>", re.DOTALL)
+_ENTITY_RE = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+_DROP_TAGS = ("script", "style", "noscript", "template", "nav", "aside", "footer", "header", "form", "iframe", "svg")
+_BLOCK_TAGS = tuple("p div section article main blockquote pre li h1 h2 h3 h4 h5 h6 tr figcaption dt dd".split())
+# C0/C1 controls (newline and tab excepted) and invisible characters that only split words.
+_INVISIBLE = {c: None for c in (*range(0, 9), 11, 12, *range(14, 32), *range(127, 160), 0x200B, 0x2060, 0xFEFF, 0xAD)}
+_INVISIBLE.update({ord("\t"): " ", 0xA0: " "})
+_LINE_BREAK_RE = re.compile(r"\r\n?|[\u2028\u2029\x0b\x0c\x85]")
+
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_PHONE_RES = (
+    # International: +44 20 7946 0958, +1 (555) 123-4567, +33 6 12 34 56 78, +447911123456.
+    (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\)|[ .-]?\d{1,5}){1,6}(?!\w)"), 8),
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567.
+    (re.compile(r"(?<![\w.,/+-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w|[.,/-]\d)"), 10),
+    # National numbers with a trunk 0: 06 12 34 56 78, 020 7946 0958, 01.23.45.67.89.
+    (re.compile(r"(?<![\w.,/+-])0\d{1,4}(?:[ .-]\d{2,4}){2,4}(?!\w|[.,/-]\d)"), 9),
+)  # (pattern, fewest digits): fewer digits is a date, a score or an amount, not a phone number
+_PHONE_MAX_DIGITS = 15
+
+
+def text_clean(text: str) -> str:
+    """Plain text from `text` (HTML or plain): NFC, one paragraph per line, boilerplate lines dropped, PII masked.
+
+    Tags go, entities are decoded, scripts/styles/navigation dropped, block elements and <br> become line
+    breaks; control and zero-width characters go; runs of spaces collapse; empty lines go.
+    """
+    return _clean(text, Counter())
+
+
+def pii_mask(text: str) -> str:
+    """`text` with e-mail addresses replaced by "<email>" and phone numbers by "<phone>".
+
+    Years, dates, prices, scores and plain figures ("2026", "3.5 million", "2026-03-12", "$1,299.99") stay.
+    """
+    return _pii_mask(text, Counter())
+
+
+def _clean(text: str, counts: Counter) -> str:
+    if not text:
+        return ""
+    if "<" in text and _TAG_RE.search(text):
+        text = _markup_text(text)
+    elif "&" in text and _ENTITY_RE.search(text):
+        text = html.unescape(text)
+    text = unicodedata.normalize("NFC", _LINE_BREAK_RE.sub("\n", text)).translate(_INVISIBLE)
+    lines = []
+    for line in text.split("\n"):
+        line = " ".join(line.split())
+        if not line:
+            continue
+        if len(line) <= BOILERPLATE_MAX_CHARS and any(p.search(line) for p in BOILERPLATE_PATTERNS):
+            counts["boilerplate_lines"] += 1
+            continue
+        lines.append(line)
+    return _pii_mask("\n".join(lines), counts)
+
+
+def _markup_text(markup: str) -> str:
+    try:
+        root = lxml.html.fromstring(markup)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+        return ""
+    etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
+    for element in root.iter(*_BLOCK_TAGS, "br"):
+        element.tail = "\n" + (element.tail or "")
+        if element.tag != "br":
+            element.text = "\n" + (element.text or "")
+    return root.text_content()
+
+
+def _pii_mask(text: str, counts: Counter) -> str:
+    text, found = _EMAIL_RE.subn("<email>", text)
+    counts["email"] += found
+    for pattern, fewest_digits in _PHONE_RES:
+
+        def phone(match: re.Match, fewest: int = fewest_digits) -> str:
+            digits = sum(ch.isdigit() for ch in match.group(0))
+            if not fewest <= digits <= _PHONE_MAX_DIGITS:
+                return match.group(0)
+            counts["phone"] += 1
+            return "<phone>"
+
+        text = pattern.sub(phone, text)
+    return text
+
+
+# --- Corpus -----------------------------------------------------------------------------------------------
+
+NUM_PERM = 128
+_SHINGLE_MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77))
+_LOW32 = np.uint64(0xFFFFFFFF)
+PROGRESS_EVERY = 200  # texts between progress reports
+
+
+def corpus_build(
+    documents: Iterable[SourceDocument],
+    dialogues: Iterable[SourceDialogue] = (),
+    *,
+    validation_share: float = 0.1,
+    near_dup_threshold: float = 0.8,
+    seed: int = 0,
+    min_words: int = 8,
+    repeated_line_share: float = 0.2,
+    progress: Callable[[float], None] | None = None,
+) -> Corpus:
+    """Clean, filter, deduplicate and split documents and consented dialogues into a pre-training corpus.
+
+    Each document gives one text, "title\\n\\nsummary\\n\\nbody" cleaned (the summary left out when the body
+    begins with it); each dialogue gives its turns' texts, one per line. Dropped: texts with nothing left
+    ("empty") or under `min_words` words ("short"), and texts whose estimated Jaccard similarity of word
+    3-shingles to a kept text (lower document id first, then dialogues by id) is at least
+    `near_dup_threshold` ("near_duplicate"). Body and summary lines found in at least `repeated_line_share`
+    of the documents (and at least 3) are dropped as boilerplate. A text goes to validation when the hash of
+    its id and `seed` falls under `validation_share`, so its side never depends on the other texts; only
+    when that leaves a side empty (two texts or more) does the text nearest the boundary move over.
+    `progress(fraction)` is called as texts are processed; it may raise to stop.
+    """
+    if not 0.0 <= validation_share < 1.0:
+        raise ValueError("validation_share must be in [0, 1)")
+    counts: Counter = Counter()
+    docs = sorted(documents, key=lambda d: d.id)
+    convs = sorted(dialogues, key=lambda d: d.id)
+    cleaned_docs = [_document_clean(d, counts) for d in docs]
+    repeated = _repeated_lines(cleaned_docs, repeated_line_share)
+    candidates: list[tuple[str, str, SourceDocument | SourceDialogue]] = []
+    for doc in cleaned_docs:
+        doc = replace(
+            doc, summary=_drop_lines(doc.summary, repeated, counts), body=_drop_lines(doc.body, repeated, counts)
+        )
+        candidates.append((f"document:{doc.id}", _document_text(doc), doc))
+    for dialogue in convs:
+        dialogue = _dialogue_clean(dialogue, counts)
+        candidates.append((f"dialogue:{dialogue.id}", "\n".join(text for _, text in dialogue.turns), dialogue))
+
+    lsh = MinHashLSH(threshold=near_dup_threshold, num_perm=NUM_PERM)
+    signatures: dict[str, MinHash] = {}
+    dropped: Counter = Counter({"empty": 0, "short": 0, "near_duplicate": 0})
+    kept: list[tuple[str, str, SourceDocument | SourceDialogue]] = []
+    for done, (key, text, source) in enumerate(candidates, 1):
+        reason = _drop_reason(key, text, min_words, near_dup_threshold, lsh, signatures)
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept.append((key, text, source))
+        if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(candidates)):
+            progress(done / len(candidates))
+
+    validation_keys = _validation_keys([key for key, _, _ in kept], validation_share, seed)
+    corpus = Corpus(
+        train=[text for key, text, _ in kept if key not in validation_keys],
+        validation=[text for key, text, _ in kept if key in validation_keys],
+        documents=[s for _, _, s in kept if isinstance(s, SourceDocument)],
+        dialogues=[s for _, _, s in kept if isinstance(s, SourceDialogue)],
+    )
+    corpus.dataset_hash = _dataset_hash(kept, validation_keys)
+    texts = corpus.train + corpus.validation
+    corpus.stats = {
+        "documents_in": len(docs),
+        "documents_out": len(corpus.documents),
+        "dialogues_in": len(convs),
+        "dialogues_out": len(corpus.dialogues),
+        "dropped": dict(dropped),
+        "boilerplate_lines_removed": counts["boilerplate_lines"],
+        "repeated_lines_removed": counts["repeated_lines"],
+        "pii_masked": {"email": counts["email"], "phone": counts["phone"]},
+        "texts": len(texts),
+        "characters": sum(len(t) for t in texts),
+        "words": sum(len(t.split()) for t in texts),
+        "train": len(corpus.train),
+        "validation": len(corpus.validation),
+    }
+    return corpus
+
+
+def _document_clean(doc: SourceDocument, counts: Counter) -> SourceDocument:
+    return replace(
+        doc,
+        title=" ".join(_clean(doc.title, counts).split()),
+        summary=_clean(doc.summary, counts),
+        body=_clean(doc.body, counts),
+        section=" ".join(doc.section.split()),
+        tags=tuple(t for t in (" ".join(tag.split()) for tag in doc.tags) if t),
+        authors=tuple(a for a in (" ".join(author.split()) for author in doc.authors) if a),
+    )
+
+
+def _dialogue_clean(dialogue: SourceDialogue, counts: Counter) -> SourceDialogue:
+    turns = tuple((role, text) for role, text in ((r, _clean(t, counts)) for r, t in dialogue.turns) if text)
+    return replace(dialogue, turns=turns)
+
+
+def _repeated_lines(docs: Sequence[SourceDocument], share: float) -> frozenset[str]:
+    seen: Counter = Counter()
+    for doc in docs:
+        seen.update(set(doc.summary.split("\n")) | set(doc.body.split("\n")))
+    floor = max(3, share * len(docs))
+    return frozenset(line for line, n in seen.items() if line and n >= floor)
+
+
+def _drop_lines(text: str, repeated: frozenset[str], counts: Counter) -> str:
+    lines = text.split("\n") if text else []
+    kept = [line for line in lines if line not in repeated]
+    counts["repeated_lines"] += len(lines) - len(kept)
+    return "\n".join(kept)
+
+
+def _document_text(doc: SourceDocument) -> str:
+    summary = "" if doc.body.startswith(doc.summary) else doc.summary
+    return "\n\n".join(part for part in (doc.title, summary, doc.body) if part)
+
+
+def _drop_reason(
+    key: str, text: str, min_words: int, threshold: float, lsh: MinHashLSH, signatures: dict[str, MinHash]
+) -> str:
+    words = text.casefold().split()
+    if not words:
+        return "empty"
+    if len(words) < min_words:
+        return "short"
+    signature = _signature(words)
+    if any(signature.jaccard(signatures[other]) >= threshold for other in lsh.query(signature)):
+        return "near_duplicate"
+    lsh.insert(key, signature, check_duplication=False)
+    signatures[key] = signature
+    return ""
+
+
+def _signature(words: list[str]) -> MinHash:
+    # As personalization/ingest/dedup.py: crc32 word hashes (stable across processes) mixed into 3-shingles.
+    hashes = np.array([zlib.crc32(word.encode()) for word in words], dtype=np.uint64)
+    if len(hashes) >= 3:
+        hashes = (hashes[:-2] * _SHINGLE_MIX[0] + hashes[1:-1] * _SHINGLE_MIX[1] + hashes[2:]) & _LOW32
+    minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=int, scheme="affine32")
+    minhash.update_batch(hashes.tolist())
+    return minhash
+
+
+def _split_point(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _validation_keys(keys: list[str], share: float, seed: int) -> frozenset[str]:
+    points = {key: _split_point(key, seed) for key in keys}
+    validation = {key for key, point in points.items() if point < share}
+    if len(keys) >= 2 and not validation:
+        validation = {min(keys, key=points.__getitem__)}
+    elif len(keys) >= 2 and len(validation) == len(keys):
+        validation.discard(max(keys, key=points.__getitem__))
+    return frozenset(validation)
+
+
+def _dataset_hash(kept: Sequence[tuple[str, str, object]], validation_keys: frozenset[str]) -> str:
+    entries = sorted(f"{'validation' if key in validation_keys else 'train'}\x1f{text}" for key, text, _ in kept)
+    digest = hashlib.sha256()
+    for entry in entries:
+        digest.update(entry.encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning data: multi-turn catalog dialogues, real conversations, and held-out questions.
+
+`dialogues_build` writes conversations about the catalog in the one prompt layout the engine uses,
+`chat_format.messages_build(...)` (`[system, *history, context, user]`), plus the assistant's reply. Only the
+last turn has a context turn, as at inference. Questions ask by topic, section, author, date and kind, or follow
+up ("more like that", "more like the second one", "anything older on that", "shorter"). The context holds what a
+simple retrieval finds (`dialogue_planner.LexicalIndex`): the matching items and, where the model can tell
+them apart from the context line alone (title, kind, section, date, summary), one or two distractors, in a
+shuffled order. Replies name items by title and cite each as `[#id]`, only items of that turn's context; when
+nothing matches they say so and cite nothing.
+
+Follow-ups are resolved as the engine's conversation state should resolve them: "more like that" → the
+documents most like the last cited items; "more like the second one" → most like the second item the last
+reply cited; "anything older on that" → items matching the last question dated before the oldest item cited
+(one already cited item rides along in the context); "shorter" → the last cited items again, titles only.
+Plain Python: no Django imports.
+"""
+
+import random
+from collections.abc import Sequence
+
+from . import dialogue_templates as tpl
+from .chat_format import CITATION_RE, DEFAULT_SYSTEM_PROMPT, messages_build
+from .corpus import SourceDialogue, SourceDocument
+from .dialogue_planner import DialogueTurn, Planner, item_of
+
+
+def dialogue_plans(
+    documents: Sequence[SourceDocument], *, n: int, seed: int = 0, items_per_turn: int = 3, stream: str = "sft"
+) -> list[list[DialogueTurn]]:
+    """`n` planned conversations (1 to 3 turns each), their last questions cycling through every family.
+
+    The same documents, `n`, `seed`, `items_per_turn` and `stream` give the same plans; another `stream`
+    gives an independent sequence (the held-out questions use "heldout").
+    """
+    if not documents or n <= 0:
+        return []
+    planner = Planner(documents, random.Random(f"{stream}:{seed}"), max(items_per_turn, 1))
+    return [planner.dialogue(tpl.FAMILIES[i % len(tpl.FAMILIES)]) for i in range(n)]
+
+
+def plan_messages(
+    turns: Sequence[DialogueTurn], documents: Sequence[SourceDocument], *, system: str = DEFAULT_SYSTEM_PROMPT
+) -> list[dict]:
+    """A planned conversation as `messages_build(...)` lays out its last prompt, plus the last reply.
+
+    Earlier turns are history (user and assistant only); the last turn's context items come from `documents`.
+    """
+    by_id = {d.id: d for d in documents}
+    *earlier, last = turns
+    history = [(role, text) for t in earlier for role, text in (("user", t.question), ("assistant", t.reply))]
+    items = [item_of(by_id[i]) for i in last.context_ids]
+    messages = messages_build(question=last.question, items=items, history=history, system=system)
+    return [*messages, {"role": "assistant", "content": last.reply}]
+
+
+def dialogues_build(
+    documents: Sequence[SourceDocument], *, n: int, seed: int = 0, items_per_turn: int = 3
+) -> list[list[dict]]:
+    """`n` SFT conversations about `documents`: `[system, *history, context, user, assistant]` each.
+
+    Every citation in a reply is an item of its own turn's context; deterministic for a seed.
+    """
+    plans = dialogue_plans(documents, n=n, seed=seed, items_per_turn=items_per_turn)
+    return [plan_messages(turns, documents) for turns in plans]
+
+
+def heldout_questions(
+    documents: Sequence[SourceDocument], *, n: int, seed: int = 0, items_per_turn: int = 3
+) -> list[dict]:
+    """Up to `n` prompts for the groundedness evaluation, from a stream independent of `dialogues_build`'s.
+
+    Each is `{"messages", "context_ids", "relevant_ids", "family", "reference"}`: the prompt without the
+    answer, the ids in its context, the ids a good reply cites (never empty), the question family and the
+    reply the synthetic data would give. A grounded reply cites only `context_ids` and one of `relevant_ids`.
+    """
+    out: list[dict] = []
+    plans = dialogue_plans(documents, n=n * 4, seed=seed, items_per_turn=items_per_turn, stream="heldout")
+    for turns in plans:
+        last = turns[-1]
+        if not last.relevant_ids:
+            continue
+        messages = plan_messages(turns, documents)[:-1]
+        out.append(
+            {
+                "messages": messages,
+                "context_ids": list(last.context_ids),
+                "relevant_ids": list(last.relevant_ids),
+                "family": last.family,
+                "reference": last.reply,
+            }
+        )
+        if len(out) == n:
+            break
+    return out
+
+
+def dialogue_from_source(dialogue: SourceDialogue, *, system: str = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
+    """A real conversation as chat messages: `[system, user, assistant, user, assistant, ...]`, or [] if unusable.
+
+    The items the reader saw were not recorded with the conversation, so there is no context turn, and
+    citations are removed from the assistant's turns: a model must not learn to cite what it cannot see.
+    Consecutive turns of one role are merged, leading assistant turns and trailing user turns dropped, so
+    the conversation starts with the reader and ends with a reply (the assistant-only loss has a target).
+    """
+    turns: list[list[str]] = []
+    for role, text in dialogue.turns:
+        if role == "assistant":
+            text = " ".join(CITATION_RE.sub("", text).split(" ")).replace(" .", ".").replace(" ,", ",")
+            text = "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
+        if role not in ("user", "assistant") or not text.strip() or (not turns and role == "assistant"):
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1] += "\n" + text.strip()
+        else:
+            turns.append([role, text.strip()])
+    if turns and turns[-1][0] == "user":
+        turns.pop()
+    if not turns:
+        return []
+    return [{"role": "system", "content": system}, *({"role": r, "content": t} for r, t in turns)]
