@@ -38,14 +38,15 @@ def split_pieces(text: str) -> list[str]:
     return PIECE_RE.findall(text)
 
 
-def _quoted_list(parts: Sequence[str]) -> str:
+def quoted_list(parts: Sequence[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
     if len(parts) == 1:
         return parts[0]
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _describe(content: Content, now: datetime) -> str:
-    """“Title” (Podcast, Science, 12 Mar)"""
+def describe_item(content: Content, now: datetime) -> str:
+    """How a reply names an item: “Title” (Podcast, Science, 12 Mar)."""
     details = []
     if content.kind != Content.Kind.ARTICLE:
         details.append(content.get_kind_display())
@@ -139,7 +140,7 @@ class RetrievalEngine(Engine):
                 unseen = [h for h in hits if f"“{h.content.title}”" not in already_named]
                 hits = (unseen or hits)[:limit]
         if hits:
-            described = _quoted_list([_describe(h.content, now) for h in hits])
+            described = quoted_list([describe_item(h.content, now) for h in hits])
             if intent == "follow_up":
                 text = f"More on {topic}: {described}."
             else:
@@ -147,7 +148,7 @@ class RetrievalEngine(Engine):
                 text = f"Here {verb} {_pieces_phrase(len(hits))} on {topic}: {described}."
         else:
             hits = catalog_search("", limit=limit, now=now)
-            described = _quoted_list([_describe(h.content, now) for h in hits]) if hits else ""
+            described = quoted_list([describe_item(h.content, now) for h in hits]) if hits else ""
             if terms and hits:
                 text = f"I couldn't find anything on {topic} in the catalog; here is what's new: {described}."
             elif terms:

@@ -1,0 +1,618 @@
+"""The language-model engine: retrieval grounds a causal LM whose tokens stream to the reader as they come.
+
+One reply:
+
+1. On a worker thread (the database is blocking): which chat model should serve (checked at most every
+   CHECK_SECONDS), the decoding defaults, the follow-up plan against the conversation
+   (`followups.followup_resolve`) and the catalog items it retrieves.
+2. The prompt (`context.context_build`): system prompt, history, items and question within the budget,
+   `CONTEXT_TOKENS` or the model's context less the reply's `max_new_tokens`.
+3. The batch scheduler's thread decodes it with every other reply in flight; each token reaches the
+   event loop through `call_soon_threadsafe` and is detokenised incrementally (`streaming`).
+   Cancelling the iterating task (stop, a newer message, a closed socket) cancels the request in the
+   scheduler; a full queue raises `EngineBusy`, a reply over `ENGINE_TIMEOUT_S` `EngineTimeout`.
+4. Grounding: citations of items that were not in the prompt are removed. The pieces streamed are the
+   model's raw text; `EngineResult.text` is the grounded text, which the consumer stores and sends in
+   `done`, so the two differ exactly when the model cited an item it was not given.
+
+The model: `MEDIACHAT["CHAT_MODEL"]` when set (a user's model; `model_version_id` None), else the active
+chat-lm `ModelVersion`'s `artifact_path`. Loaded once per process, in a background thread. When another
+version is activated, the next reply after the check loads it in the background while replies go on
+on the old one; then new replies go to the new one, and the old scheduler is stopped once its last
+reply has finished, so nothing in flight is dropped. With no model at all (or one that fails to load),
+replies are catalog search results with a notice, and `engine_status()` says why for the admin.
+
+Threads: the scheduler thread is the engine's own thread inside the ASGI process on the embedded default.
+torch gets `ENGINE_THREADS`, or 1 when it is 0: on the embedded default the web server, the Celery worker
+and beat share the machine, and two processes with several torch threads each on shared cores run many
+times slower than with one each (docs: NOTES.md, 435 → 18 tok/s). A machine given to the engine alone
+sets `MEDIACHAT_ENGINE_THREADS` to its core count.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from training.pipelines.chat_format import ContextItem, citations_ground
+
+from .base import (
+    Citation,
+    Engine,
+    EngineBusy,
+    EngineError,
+    EngineRequest,
+    EngineResult,
+    EngineTimeout,
+    Generation,
+    Recommendation,
+)
+from .batching import BatchScheduler, Finish, QueueFull, Reason, SchedulerStopped
+from .context import context_build
+from .decoding import DecodingParams
+from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
+from .loading import LoadedModel, model_load
+from .retrieval import RetrievalEngine, describe_item, quoted_list, split_pieces
+from .streaming import IncrementalDecoder
+
+logger = logging.getLogger(__name__)
+
+NO_MODEL_NOTICE = "The assistant is unavailable: no chat model is active; these are catalog search results."
+LOAD_FAILED_NOTICE = (
+    "The assistant is unavailable: the chat model could not be loaded; these are catalog search results."
+)
+CHECK_SECONDS = 2.0  # how often a reply may look up which chat model is active
+RETRY_LOAD_SECONDS = 60.0  # a model that failed to load is tried again after this long
+CONTEXT_ITEMS = 5  # catalog items retrieved into the prompt
+HISTORY_TURNS = 8  # earlier turns asked of the consumer; the budget drops the oldest when it must
+SHORTER_FLOOR = 16  # "shorter": at most half the previous reply's tokens, but never fewer than this
+STATUS_KEY = "mediachat:engine:status"  # in Django's cache, so a web process can show a run_engine's state
+
+
+# --- Status, for the admin -------------------------------------------------------------------------
+
+
+class State:
+    IDLE = "idle"  # nothing asked yet: the model loads with the first reply (or `LMEngine.warm_up`)
+    LOADING = "loading"
+    READY = "ready"
+    NO_MODEL = "no_model"  # no active chat-lm version and no CHAT_MODEL: replies are search results
+    ERROR = "error"  # the model failed to load: replies are search results; `last_error` says why
+
+
+_status: dict = {"state": State.IDLE, "model_path": "", "model_version_id": None, "last_error": "", "since": None}
+_status_lock = threading.Lock()
+
+
+def _status_set(**changes) -> None:
+    with _status_lock:
+        if all(_status.get(key) == value for key, value in changes.items()):
+            return  # unchanged: no cache write (this can run on the event loop)
+        if changes.get("state") != _status["state"]:
+            changes["since"] = timezone.now().isoformat()
+        _status.update(changes)
+        snapshot = dict(_status)
+    try:
+        cache.set(STATUS_KEY, snapshot, timeout=None)
+    except Exception:  # the status is a courtesy to the admin; a cache outage must not fail a reply
+        logger.warning("Could not publish the engine status to the cache.", exc_info=True)
+
+
+def engine_status() -> dict:
+    """The chat model's state for the admin dashboard.
+
+    `state` (one of `State`: idle, loading, ready, no_model, error), `model_path`, `model_version_id`,
+    `last_error` and `since` (ISO time of the last change of state). Read from Django's cache, where
+    the serving process writes it, so that a web process shows the state of a separate `run_engine`;
+    this process's own state when the cache holds none.
+    """
+    try:
+        shared = cache.get(STATUS_KEY)
+    except Exception:
+        shared = None
+    if shared:
+        return dict(shared)
+    with _status_lock:
+        return dict(_status)
+
+
+# --- Which model, and serving it ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to serve: a folder, and the registry version it came from (None for CHAT_MODEL)."""
+
+    path: str
+    version_id: int | None
+
+
+class Served:
+    """One loaded model with its scheduler, and the replies it has in flight."""
+
+    def __init__(self, target: Target, loaded: LoadedModel, scheduler: BatchScheduler) -> None:
+        self.target = target
+        self.loaded = loaded
+        self.scheduler = scheduler
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._retired = False
+        self._stopped = False
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    def acquire(self) -> bool:
+        """Count a reply in; False once retired (the caller takes the model that replaced it)."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            stop = self._should_stop()
+        if stop:
+            self._stop_later()
+
+    def retire(self) -> None:
+        """Take no new replies; stop the scheduler once the ones in flight have finished."""
+        with self._lock:
+            self._retired = True
+            stop = self._should_stop()
+        if stop:
+            self._stop_later()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def _should_stop(self) -> bool:
+        if self._retired and self._inflight == 0 and not self._stopped:
+            self._stopped = True
+            return True
+        return False
+
+    def _stop_later(self) -> None:
+        # stop() joins the scheduler thread: never on the event loop.
+        threading.Thread(target=self.scheduler.stop, name="batch-scheduler-stop", daemon=True).start()
+
+
+@dataclass(frozen=True)
+class FoundItem:
+    """A retrieved item as plain data, read on the worker thread (no lazy queries on the event loop)."""
+
+    id: int
+    title: str
+    url: str
+    summary: str
+    kind: str
+    section: str
+    date: str
+    why: str
+    described: str  # as the search-only reply names it
+
+    def context_item(self) -> ContextItem:
+        return ContextItem(self.id, self.title, self.summary, self.date, self.section, self.kind)
+
+    def citation(self) -> Citation:
+        return Citation(self.id, self.title, self.url)
+
+    def card(self, why: str | None = None) -> Recommendation:
+        return Recommendation(self.id, self.title, self.url, self.summary, self.kind, self.section, why or self.why)
+
+
+def _found_item(found: Found, now: datetime) -> FoundItem:
+    content = found.content
+    published = timezone.localtime(content.published_at).date().isoformat() if content.published_at else ""
+    return FoundItem(
+        id=content.id,
+        title=content.title,
+        url=content.reader_url,
+        summary=content.summary,
+        kind=content.kind,
+        section=content.section.name if content.section is not None else "",
+        date=published,
+        why=found.why,
+        described=describe_item(content, now),
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the worker thread found for one reply."""
+
+    target: Target | None
+    params: DecodingParams
+    follow: FollowUp
+    items: tuple[FoundItem, ...]
+
+
+INTENTS = {Kind.SEARCH: "search", Kind.LATEST: "whats_new"}  # any other kind is a follow-up
+
+
+class LMGeneration(Generation):
+    def __init__(self, engine: "LMEngine", request: EngineRequest) -> None:
+        super().__init__()
+        self.engine = engine
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        engine = self.engine
+        prepared = await engine.prepare_off_loop(self.request)
+        served = await engine.served_for(prepared.target)
+        if served is None:
+            result = await engine.fallback_off_loop(self.request, prepared)
+            delay = settings.MEDIACHAT.get("STREAM_DELAY_MS", 0) / 1000
+            for i, piece in enumerate(split_pieces(result.text)):
+                if i and delay > 0:
+                    await asyncio.sleep(delay)
+                yield piece
+            self._result = result
+            return
+        self.model_version_id = served.target.version_id
+        try:
+            async for piece in self._generate(served, prepared):
+                yield piece
+        finally:
+            served.release()
+
+    async def _generate(self, served: Served, prepared: Prepared) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        params = prepared.params
+        tokenizer = served.tokenizer
+        if prepared.follow.kind == Kind.SHORTER and prepared.follow.previous_reply:
+            previous = len(tokenizer(prepared.follow.previous_reply, add_special_tokens=False)["input_ids"])
+            params = dataclasses.replace(
+                params, max_new_tokens=max(min(params.max_new_tokens, previous // 2), min(SHORTER_FLOOR, previous))
+            )
+        budget = served.loaded.max_context - params.max_new_tokens
+        if settings.MEDIACHAT.get("CONTEXT_TOKENS"):
+            budget = min(budget, settings.MEDIACHAT["CONTEXT_TOKENS"])
+        built = await loop.run_in_executor(
+            None,
+            lambda: context_build(
+                tokenizer,
+                question=self.request.text,
+                items=[item.context_item() for item in prepared.items],
+                history=self.request.history,
+                budget_tokens=budget,
+            ),
+        )
+
+        queue: asyncio.Queue[int | Finish] = asyncio.Queue()
+
+        def deliver(item: int | Finish) -> None:  # on the scheduler thread
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
+        try:
+            request_id = served.scheduler.submit(built.input_ids, params, on_token=deliver, on_done=deliver)
+        except QueueFull as exc:
+            raise EngineBusy(
+                "The assistant is answering many readers right now; please try again shortly.",
+                retry_after_ms=exc.retry_after_ms,
+            ) from None
+        except SchedulerStopped:
+            raise EngineError("The chat model was being replaced; please send your message again.") from None
+
+        timeout_s = settings.MEDIACHAT.get("ENGINE_TIMEOUT_S") or 0
+        deadline = loop.time() + timeout_s if timeout_s > 0 else None
+        decoder = IncrementalDecoder(tokenizer)
+        pieces: list[str] = []
+        finish: Finish | None = None
+        try:
+            while finish is None:
+                remaining = None if deadline is None else deadline - loop.time()
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    raise EngineTimeout(
+                        f"The reply took longer than {timeout_s:g} seconds and was stopped.",
+                    ) from None
+                if isinstance(item, Finish):
+                    finish = item
+                    break
+                piece = decoder.push(item)
+                if piece:
+                    pieces.append(piece)
+                    yield piece
+        finally:
+            if finish is None:  # cancelled, timed out or abandoned: free the scheduler's slot
+                served.scheduler.cancel(request_id)
+        if finish.reason == Reason.ERROR:
+            raise EngineError(f"The chat model failed: {finish.error}")
+        if finish.reason == Reason.CANCELLED:
+            raise EngineError("The reply was cancelled by the engine (it is shutting down or swapping models).")
+        tail = decoder.flush()
+        if tail:
+            pieces.append(tail)
+            yield tail
+        self._result = self.engine.model_result(
+            self.request, prepared, served, params, "".join(pieces), built.items, built.prompt_tokens, finish
+        )
+
+
+class LMEngine(Engine):
+    """A causal LM grounded by catalog retrieval, decoding every reply of the process in one batch."""
+
+    name = "lm"
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads  # None: ENGINE_THREADS, or 1 when that is 0
+        self.prepare_off_loop = database_sync_to_async(self.prepare, thread_sensitive=False)
+        self.fallback_off_loop = database_sync_to_async(self.fallback_result, thread_sensitive=False)
+        self._retrieval = RetrievalEngine()
+        self._lock = threading.Lock()
+        self._served: Served | None = None
+        self._loading: tuple[Target, Future] | None = None
+        self._failed: dict[Target, float] = {}
+        self._wanted: Target | None = None
+        self._checked_at = float("-inf")
+
+    @property
+    def model_version_id(self) -> int | None:  # type: ignore[override]
+        """The registry version new replies go to now (None: a CHAT_MODEL folder, or no model)."""
+        served = self._served
+        return served.target.version_id if served is not None else None
+
+    def history_turns(self, text: str) -> int:
+        return HISTORY_TURNS
+
+    def start(self, request: EngineRequest) -> Generation:
+        return LMGeneration(self, request)
+
+    # Choosing and loading the model.
+
+    def target(self) -> Target | None:
+        """The model that should serve (blocking: may query the registry; at most every CHECK_SECONDS)."""
+        path = settings.MEDIACHAT.get("CHAT_MODEL") or ""
+        if path:
+            return Target(path, None)
+        now = time.monotonic()
+        if now - self._checked_at < CHECK_SECONDS:
+            return self._wanted
+        from training.models import ModelKind, ModelVersion
+
+        row = (
+            ModelVersion.objects.active()
+            .filter(kind=ModelKind.CHAT_LM)
+            .order_by("-activated_at")
+            .values_list("id", "artifact_path")
+            .first()
+        )
+        self._wanted = Target(row[1], row[0]) if row is not None else None
+        self._checked_at = now
+        return self._wanted
+
+    def _threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        return settings.MEDIACHAT.get("ENGINE_THREADS") or 1
+
+    def _load(self, target: Target, done: Future) -> None:
+        """Load `target` and start its scheduler (on a loader thread); then route new replies to it."""
+        _status_set(state=State.LOADING, model_path=target.path, model_version_id=target.version_id, last_error="")
+        try:
+            if not target.path:
+                raise ValueError(f"Chat model version {target.version_id} has no artifact path.")
+            device = settings.MEDIACHAT.get("ENGINE_DEVICE", "auto")
+            loaded = model_load(target.path, device=device, threads=self._threads())
+            scheduler = BatchScheduler(
+                loaded.model,
+                loaded.tokenizer,
+                max_batch=settings.MEDIACHAT.get("ENGINE_MAX_BATCH", 16),
+                max_queue=settings.MEDIACHAT.get("ENGINE_QUEUE", 64),
+                device=loaded.device,
+                max_context=loaded.max_context,
+            )
+        except Exception as exc:
+            logger.exception("Loading the chat model %s failed.", target.path)
+            with self._lock:
+                self._failed[target] = time.monotonic()
+                self._loading = None
+                serving = self._served
+            if serving is None:
+                _status_set(state=State.ERROR, last_error=f"{type(exc).__name__}: {exc}")
+            else:  # the old model goes on serving; the admin still sees why the new one is not there
+                _status_set(
+                    state=State.READY,
+                    model_path=serving.target.path,
+                    model_version_id=serving.target.version_id,
+                    last_error=f"Loading {target.path} failed: {type(exc).__name__}: {exc}",
+                )
+            done.set_result(None)
+            return
+        served = Served(target, loaded, scheduler)
+        with self._lock:
+            old, self._served = self._served, served
+            self._loading = None
+            self._failed.pop(target, None)
+        if old is not None:
+            old.retire()
+        logger.info("Chat model %s (version %s) is serving.", target.path, target.version_id)
+        _status_set(state=State.READY, model_path=target.path, model_version_id=target.version_id, last_error="")
+        done.set_result(served)
+
+    def _ensure(self, target: Target | None) -> Future | None:
+        """Start loading `target` unless it is served, loading or failed lately; returns the load's future."""
+        with self._lock:
+            served = self._served
+            if target is None:
+                if served is not None:  # deactivated with nothing in its place
+                    self._served = None
+                    served.retire()
+                if self._loading is None:
+                    _status_set(state=State.NO_MODEL, model_path="", model_version_id=None, last_error="")
+                return None
+            if served is not None and served.target == target:
+                return None
+            if self._loading is not None:
+                # One load at a time; a load of another target is picked up by a later check.
+                return self._loading[1]
+            failed_at = self._failed.get(target)
+            if failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS:
+                return None
+            done: Future = Future()
+            self._loading = (target, done)
+        threading.Thread(target=self._load, args=(target, done), name="chat-model-load", daemon=True).start()
+        return done
+
+    async def served_for(self, target: Target | None) -> Served | None:
+        """The model this reply goes to, counted in; None: no model (the reply is search results).
+
+        While another model loads, replies go on to the one serving; only with nothing serving yet does
+        a reply wait for the load.
+        """
+        loading = self._ensure(target)
+        while True:
+            served = self._served
+            if served is None and loading is not None and target is not None:
+                served = await asyncio.wrap_future(loading)
+                loading = None
+                if served is None:
+                    served = self._served
+            if served is None:
+                return None
+            if served.acquire():
+                return served
+            # Retired between the read and the count (a swap): the next read finds its successor.
+            await asyncio.sleep(0)
+
+    def warm_up(self) -> None:
+        """Look up and start loading the model now rather than with the first reply (blocking: one query)."""
+        self._ensure(self.target())
+
+    def shutdown(self) -> None:
+        """Stop serving: the schedulers end, replies in flight end as cancelled."""
+        with self._lock:
+            served, self._served = self._served, None
+        if served is not None:
+            served.retire()
+            if not served.stopped:
+                served.scheduler.stop()
+
+    # One reply's parts.
+
+    def prepare(self, request: EngineRequest) -> Prepared:
+        """The model to use, the decoding, the follow-up plan and the items (blocking: queries the database)."""
+        from mediachat.selectors import decoding_defaults
+
+        now = timezone.now()
+        target = self.target()
+        params = request.decoding or decoding_defaults()
+        follow = followup_resolve(request.text, request.history)
+        found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
+        if not found and follow.kind != Kind.LATEST:  # nothing on the topic: what is new, as search does
+            found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
+            found = [Found(f.content, f"Nothing matched; recent: {f.why[0].lower()}{f.why[1:]}") for f in found]
+        return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found))
+
+    def model_result(
+        self,
+        request: EngineRequest,
+        prepared: Prepared,
+        served: Served,
+        params: DecodingParams,
+        raw: str,
+        context_items,
+        prompt_tokens: int,
+        finish: Finish,
+    ) -> EngineResult:
+        """The stored reply: `raw` grounded in the items the prompt held, with its cards."""
+        in_context = {item.id for item in context_items}
+        text, cited_ids = citations_ground(raw, in_context)
+        by_id = {item.id: item for item in prepared.items}
+        limit = settings.MEDIACHAT["RECOMMENDATIONS"]
+        cited_items = [by_id[i] for i in cited_ids if i in by_id]
+        if cited_items:
+            cards = [item.card() for item in cited_items[:limit]]
+        else:  # the model cited nothing: the best items it was given, said to be search results
+            cards = [
+                item.card(f"{item.why} (top search result; the reply cited none)")
+                for item in prepared.items
+                if item.id in in_context
+            ][:limit]
+        if not text:  # an empty reply (an immediate end of turn) still says something
+            text = self._search_text(prepared)
+        return EngineResult(
+            text=text,
+            engine=self.name,
+            cited=[item.citation() for item in cited_items],
+            recommendations=cards,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+            decoding=params.as_dict(),
+            intent=INTENTS.get(prepared.follow.kind, "follow_up"),
+            entities=self._entities(prepared.follow),
+            model_version_id=served.target.version_id,
+        )
+
+    @staticmethod
+    def _entities(follow: FollowUp) -> list[dict]:
+        entities = list(follow.entities)
+        if follow.kind not in INTENTS:
+            entities.append({"type": "follow_up", "value": follow.kind})
+        return entities
+
+    @staticmethod
+    def _search_text(prepared: Prepared) -> str:
+        """One sentence naming the items, as the search-only engine writes it."""
+        follow, items = prepared.follow, prepared.items
+        topic = " ".join(follow.terms[:6])
+        if not items:
+            return f"I couldn't find anything on {topic} in the catalog." if topic else "Nothing is published yet."
+        described = quoted_list([item.described for item in items[: settings.MEDIACHAT["RECOMMENDATIONS"]]])
+        if follow.kind == Kind.OLDER:
+            return f"Older{' on ' + topic if topic else ''}: {described}."
+        if follow.kind == Kind.NEWER:
+            return f"Newer{' on ' + topic if topic else ''}: {described}."
+        if follow.kind == Kind.ITEM:
+            return f"Here it is: {described}."
+        if follow.kind == Kind.SHORTER:
+            return f"In short: {described}."
+        if follow.kind == Kind.MORE:
+            return f"More like that: {described}."
+        return f"Here is what I found: {described}."
+
+    def fallback_result(self, request: EngineRequest, prepared: Prepared) -> EngineResult:
+        """The reply without a model, with the notice why (blocking: a plain search queries the database).
+
+        A plain search or "what's new" is the search-only engine's own reply; a follow-up names the
+        items its plan found in one sentence.
+        """
+        notice = LOAD_FAILED_NOTICE if prepared.target in self._failed else NO_MODEL_NOTICE
+        if prepared.follow.kind in INTENTS:
+            result = self._retrieval.compose(request)
+            return dataclasses.replace(result, engine=self.name, notice=notice)
+        limit = settings.MEDIACHAT["RECOMMENDATIONS"]
+        items = prepared.items[:limit]
+        text = self._search_text(dataclasses.replace(prepared, items=items))
+        return EngineResult(
+            text=text,
+            engine=self.name,
+            cited=[item.citation() for item in items],
+            recommendations=[item.card() for item in items],
+            prompt_tokens=None,
+            completion_tokens=len(split_pieces(text)),
+            decoding={"strategy": "template", "limit": limit},
+            intent=INTENTS.get(prepared.follow.kind, "follow_up"),
+            entities=self._entities(prepared.follow),
+            model_version_id=None,
+            notice=notice,
+        )
