@@ -1,0 +1,560 @@
+"""The engine in its own process: a channel-layer client for web processes, and the server `run_engine` runs.
+
+With Redis, web processes hold no model. `ChannelLayerEngine.start` sends the request to the channel
+`MEDIACHAT["ENGINE_CHANNEL"]`, a normal channel that every `manage.py run_engine` process receives from,
+so Redis hands each request to one of them; the `EngineServer` there runs the locally served engine and
+streams the reply back to a process-local reply channel of the web process.
+
+The channel layer delivers at most once, each channel holds a bounded number of messages, and the
+web process's reply channels share one Redis list. So the server coalesces pieces (whatever was produced
+while the previous message was on its way, at most one message per `PACE_S`), numbers every message, and
+sends a heartbeat when it has had nothing to say for `HEARTBEAT_S`. The client checks the numbers: a gap
+ends the reply with an error rather than storing a garbled one. Wire messages (msgpack-able dicts):
+
+    web → ENGINE_CHANNEL   engine.request  id, reply, expires, v, request, hops
+    engine → reply         engine.accepted id, server, seq=0, engine, model_version_id
+                           engine.pieces   id, seq, pieces          engine.alive  id, seq
+                           engine.result   id, seq, pieces, result  engine.error  id, seq, code, detail, retry_after_ms
+    web → server           engine.cancel   id      (the task iterating the reply was cancelled)
+
+Every engine → reply message also carries `id` and `server`. A process with every slot taken passes a
+request back to the channel (up to `HOPS` times) so that an idle process can take it, then answers busy.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
+
+from .base import (
+    Citation,
+    Engine,
+    EngineBusy,
+    EngineError,
+    EngineRequest,
+    EngineResult,
+    EngineTimeout,
+    Generation,
+    Recommendation,
+    Turn,
+)
+from .decoding import DecodingParams
+
+logger = logging.getLogger(__name__)
+
+WIRE_VERSION = 1
+HEARTBEAT_S = 2.0  # the server speaks at least this often while a reply is in flight
+IDLE_LIMIT_S = 5 * HEARTBEAT_S  # silence after which the client takes the engine process for lost
+PACE_S = 0.02  # at most one pieces message per reply this often: tokens produced meanwhile travel together
+TIMEOUT_MARGIN_S = 5.0  # the client waits this much beyond ENGINE_TIMEOUT_S for the server's own timeout
+STALL_LIMIT_S = 10.0  # a reply channel full this long: the server gives the reply up
+BUSY_RETRY_MS = 1000
+HOPS = 2  # a full engine process passes a request back to the channel this many times before answering busy
+
+
+class EngineUnavailable(EngineError):
+    """No engine process took the request, or the one serving it stopped answering."""
+
+    code = "engine_unavailable"
+
+
+class StreamBroken(EngineError):
+    """Messages of the reply were lost on the way (the channel layer delivers at most once)."""
+
+    code = "engine_stream_broken"
+
+
+# --- wire format ---------------------------------------------------------------------------------
+
+
+def request_to_wire(request: EngineRequest) -> dict:
+    """`request` as a msgpack-able dict (tuples become lists on the way)."""
+    return dataclasses.asdict(request)
+
+
+def request_from_wire(data: dict) -> EngineRequest:
+    """The `EngineRequest` that `request_to_wire` wrote."""
+    decoding = data.get("decoding")
+    if decoding is not None:
+        known = {f.name for f in dataclasses.fields(DecodingParams)}
+        decoding = DecodingParams(**{k: v for k, v in decoding.items() if k in known})
+    return EngineRequest(
+        text=data["text"],
+        history=tuple(Turn(t["role"], t["text"], tuple(t.get("cited") or ())) for t in data.get("history") or ()),
+        reader_authenticated=bool(data.get("reader_authenticated")),
+        decoding=decoding,
+        reply_id=data.get("reply_id"),
+        conversation_id=data.get("conversation_id"),
+    )
+
+
+def result_to_wire(result: EngineResult) -> dict:
+    """`result` as a msgpack-able dict."""
+    return dataclasses.asdict(result)
+
+
+def result_from_wire(data: dict) -> EngineResult:
+    """The `EngineResult` that `result_to_wire` wrote."""
+    fields = {f.name for f in dataclasses.fields(EngineResult)} - {"cited", "recommendations"}
+    return EngineResult(
+        **{k: v for k, v in data.items() if k in fields},
+        cited=[Citation(**c) for c in data.get("cited") or ()],
+        recommendations=[Recommendation(**r) for r in data.get("recommendations") or ()],
+    )
+
+
+_ERRORS: dict[str, type[EngineError]] = {
+    cls.code: cls for cls in (EngineBusy, EngineTimeout, EngineUnavailable, StreamBroken)
+}
+
+
+def error_from_wire(message: dict) -> EngineError:
+    """The `EngineError` subclass an `engine.error` message names; unknown codes keep their code."""
+    code = message.get("code") or EngineError.code
+    error = _ERRORS.get(code, EngineError)(message.get("detail") or "", retry_after_ms=message.get("retry_after_ms"))
+    error.code = code
+    return error
+
+
+def real_layer() -> BaseChannelLayer:
+    """The default channel layer, refusing one that cannot reach another process."""
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        raise EngineUnavailable(
+            "The engine runs in its own process only over a shared channel layer (set REDIS_URL); "
+            "the in-memory layer cannot reach another process."
+        )
+    return layer
+
+
+# --- the client (web processes) ------------------------------------------------------------------
+
+_background: set[asyncio.Task] = set()  # cancels on their way to an engine process (strong references)
+
+
+class RemoteGeneration(Generation):
+    def __init__(self, engine: "ChannelLayerEngine", request: EngineRequest):
+        super().__init__()
+        self.engine = engine
+        self.request = request
+        self.request_id = uuid.uuid4().hex
+        self.server: str | None = None  # the serving process's own channel, from its first message
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        layer = real_layer()
+        config = settings.MEDIACHAT
+        reply = await layer.new_channel()  # the default prefix: all process-local channels share one list
+        inbox: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.create_task(_pump(layer, reply, inbox))
+        loop = asyncio.get_running_loop()
+        accept_s = float(config.get("ENGINE_ACCEPT_TIMEOUT_S", 5.0))
+        deadline = loop.time() + float(config["ENGINE_TIMEOUT_S"]) + TIMEOUT_MARGIN_S
+        ended = False  # the server has finished with this request (result or error)
+        try:
+            try:
+                await layer.send(
+                    config["ENGINE_CHANNEL"],
+                    {
+                        "type": "engine.request",
+                        "v": WIRE_VERSION,
+                        "id": self.request_id,
+                        "reply": reply,
+                        "expires": time.time() + accept_s,
+                        "request": request_to_wire(self.request),
+                    },
+                )
+            except ChannelFull:
+                ended = True
+                raise EngineBusy("The engine queue is full; try again shortly.", retry_after_ms=BUSY_RETRY_MS) from None
+            expected = 0
+            while True:
+                now = loop.time()
+                if now >= deadline:
+                    raise EngineTimeout(f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s.")
+                wait = accept_s if self.server is None else min(IDLE_LIMIT_S, deadline - now)
+                try:
+                    message = await asyncio.wait_for(inbox.get(), wait)
+                except TimeoutError:
+                    if self.server is None:
+                        ended = True  # the request expires unserved: no engine will start it now
+                        raise EngineUnavailable(
+                            f"No engine process took the request within {accept_s:g} s; "
+                            "is `manage.py run_engine` running?"
+                        ) from None
+                    if loop.time() >= deadline:
+                        raise EngineTimeout(
+                            f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s."
+                        ) from None
+                    raise EngineUnavailable(
+                        f"The engine process stopped answering for {IDLE_LIMIT_S:g} s."
+                    ) from None
+                if isinstance(message, BaseException):
+                    raise EngineUnavailable(f"The channel layer failed: {message}") from message
+                if self.server is not None and message.get("server") != self.server:
+                    # Another process took the same request too (channels-redis can hand a message out twice
+                    # when two processes receive at once): only the first is heard, the other is stopped.
+                    if message.get("type") == "engine.accepted":
+                        _spawn(layer.send(message["server"], {"type": "engine.cancel", "id": self.request_id}))
+                    continue
+                if message.get("seq") != expected:
+                    raise StreamBroken(
+                        f"Reply message {expected} was lost on the way (got {message.get('seq')}); the reply is incomplete."
+                    )
+                expected += 1
+                kind = message.get("type")
+                if kind == "engine.accepted":
+                    self.server = message["server"]
+                    self.model_version_id = message.get("model_version_id")
+                elif kind in ("engine.pieces", "engine.result"):
+                    for piece in message.get("pieces") or ():
+                        yield piece
+                    if kind == "engine.result":
+                        ended = True
+                        self._result = result_from_wire(message["result"])
+                        return
+                elif kind == "engine.error":
+                    ended = True
+                    raise error_from_wire(message)
+        finally:
+            if not ended:
+                # Cancelled, or given up on: the serving process must stop writing this reply. Sent from a
+                # task of its own so that the canceller is not kept waiting on Redis.
+                task = _spawn(self._cancel_on_server(layer, inbox, accept_s))
+                task.add_done_callback(lambda _: pump.cancel())
+            else:
+                pump.cancel()
+
+    async def _cancel_on_server(self, layer: BaseChannelLayer, inbox: asyncio.Queue, accept_s: float) -> None:
+        try:
+            if self.server is None:
+                # Not accepted yet: an engine may still take it; its first message names the process to tell.
+                async with asyncio.timeout(accept_s):
+                    while self.server is None:
+                        message = await inbox.get()
+                        if isinstance(message, BaseException) or message.get("type") == "engine.error":
+                            return
+                        if message.get("type") == "engine.accepted":
+                            self.server = message["server"]
+            await layer.send(self.server, {"type": "engine.cancel", "id": self.request_id})
+        except Exception as exc:  # TimeoutError included: nobody took it, and it expires unserved
+            logger.debug("cancel of engine request %s not sent: %r", self.request_id, exc)
+
+
+def _spawn(coroutine) -> asyncio.Task:
+    task = asyncio.ensure_future(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def cancels_flush() -> None:
+    """Wait for the cancels this process is still sending (a web process stopping, or a test ending)."""
+    while _background:
+        await asyncio.gather(*_background, return_exceptions=True)
+
+
+async def _pump(layer: BaseChannelLayer, channel: str, inbox: asyncio.Queue) -> None:
+    """Move messages from `channel` to `inbox`; the reader waits on the queue, which a timeout cannot corrupt."""
+    try:
+        while True:
+            inbox.put_nowait(await layer.receive(channel))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        inbox.put_nowait(exc)
+
+
+class ChannelLayerEngine(Engine):
+    """The client of `manage.py run_engine` processes, over the channel layer (Redis)."""
+
+    name = "remote"
+
+    def history_turns(self, text: str) -> int:
+        # The served engine lives in another process; it gets the turns it may want and keeps what it needs.
+        return int(settings.MEDIACHAT.get("ENGINE_HISTORY_TURNS", 8))
+
+    def start(self, request: EngineRequest) -> Generation:
+        return RemoteGeneration(self, request)
+
+
+# --- the server (run_engine processes) ------------------------------------------------------------
+
+
+class ReplyWriter:
+    """The numbered messages of one reply, pieces coalesced, a heartbeat while quiet."""
+
+    def __init__(self, layer: BaseChannelLayer, channel: str, request_id: str, server: str):
+        self.layer = layer
+        self.channel = channel
+        self.request_id = request_id
+        self.server = server
+        self.seq = 0
+        self.messages = 0
+        self.pieces = 0
+        self.buffer: list[str] = []
+        self.lock = asyncio.Lock()
+        self.closing = False
+        self.wake = asyncio.Event()
+        self.last_send = 0.0
+        self.flusher: asyncio.Task | None = None
+        self.heartbeat: asyncio.Task | None = None
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        """Send one message with the next number; waits while the reply channel is full, up to STALL_LIMIT_S."""
+        async with self.lock:
+            message = {"type": kind, "id": self.request_id, "server": self.server, "seq": self.seq, **fields}
+            loop = asyncio.get_running_loop()
+            stalled_since = loop.time()
+            delay = 0.01
+            while True:
+                try:
+                    await self.layer.send(self.channel, message)
+                    break
+                except ChannelFull:
+                    if loop.time() - stalled_since > STALL_LIMIT_S:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            self.seq += 1
+            self.messages += 1
+            self.last_send = loop.time()
+
+    def start(self) -> None:
+        self.heartbeat = asyncio.create_task(self._beat())
+
+    def add(self, piece: str) -> None:
+        self.buffer.append(piece)
+        self.pieces += 1
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self.buffer and not self.closing:
+            pieces, self.buffer = self.buffer, []
+            await self.send("engine.pieces", pieces=pieces)
+            try:
+                await asyncio.wait_for(self.wake.wait(), PACE_S)
+            except TimeoutError:
+                pass
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closing:
+            try:
+                await asyncio.wait_for(self.wake.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                pass
+            if not self.closing and loop.time() - self.last_send >= HEARTBEAT_S and not self.lock.locked():
+                await self.send("engine.alive")
+
+    async def close(self) -> list[str]:
+        """Stop the flusher and heartbeat after their current message; returns the pieces not sent yet."""
+        self.closing = True
+        self.wake.set()
+        for task in (self.flusher, self.heartbeat):
+            if task is not None:
+                try:
+                    await task
+                except Exception as exc:
+                    logger.warning("reply %s: a message failed: %r", self.request_id, exc)
+        pieces, self.buffer = self.buffer, []
+        return pieces
+
+    def abort(self) -> None:
+        """Stop at once: the client is gone, numbering no longer matters."""
+        self.closing = True
+        for task in (self.flusher, self.heartbeat):
+            if task is not None:
+                task.cancel()
+
+
+class EngineServer:
+    """Serve `engine` to requests from `channel`: at most `concurrency` at once, the rest answered `busy`.
+
+    `serve()` runs until its `stop` event is set, then stops taking requests (they stay in the channel for
+    other engine processes), lets in-flight replies finish for `grace_s`, and ends the rest with an
+    `engine_unavailable` error.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int,
+        channel: str | None = None,
+        timeout_s: float | None = None,
+        grace_s: float = 10.0,
+        layer: BaseChannelLayer | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.channel = channel or settings.MEDIACHAT["ENGINE_CHANNEL"]
+        self.timeout_s = timeout_s if timeout_s is not None else float(settings.MEDIACHAT["ENGINE_TIMEOUT_S"])
+        self.grace_s = grace_s
+        self.layer = layer
+        self.server_channel = ""
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.cancelled_by_client: set[str] = set()
+        self.stopping = False
+        self.ready = asyncio.Event()
+        self.counts = {"accepted": 0, "completed": 0, "failed": 0, "cancelled": 0, "busy": 0, "passed": 0, "expired": 0}
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Take requests until `stop` is set, then shut down gracefully."""
+        self.layer = self.layer or real_layer()
+        self.server_channel = await self.layer.new_channel()
+        control = asyncio.create_task(self._control())
+        self.ready.set()
+        logger.info(
+            "engine ready: %s serving channel %r, up to %d requests at once",
+            self.engine.name,
+            self.channel,
+            self.concurrency,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                receiving = asyncio.create_task(self.layer.receive(self.channel))
+                done, _ = await asyncio.wait({receiving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if receiving not in done:
+                    # Safe to cancel: channels-redis keeps a popped message in a backup list until handled.
+                    receiving.cancel()
+                    await asyncio.gather(receiving, return_exceptions=True)
+                    break
+                self._take(receiving.result())
+        finally:
+            stopped.cancel()
+            await self._shutdown()
+            control.cancel()
+            await asyncio.gather(control, return_exceptions=True)
+        logger.info("engine stopped: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+
+    def _take(self, message: dict) -> None:
+        if message.get("type") != "engine.request" or "reply" not in message or "id" not in message:
+            logger.warning("ignored a message on %r: %r", self.channel, message.get("type"))
+            return
+        request_id, reply = message["id"], message["reply"]
+        if message.get("expires", 0) < time.time():
+            self.counts["expired"] += 1
+            logger.info("request %s expired before it was taken (its client gave up)", request_id)
+            return
+        if len(self.tasks) >= self.concurrency:
+            hops = int(message.get("hops", 0))
+            if hops < HOPS:
+                # Full here: back into the channel, where another engine process waiting on it takes it first.
+                self.counts["passed"] += 1
+                message = {**message, "hops": hops + 1}
+                asyncio.create_task(self._pass_on(message))  # noqa: RUF006 - one send, errors logged inside
+                return
+            self.counts["busy"] += 1
+            logger.info("request %s refused: busy (%d in flight)", request_id, len(self.tasks))
+            asyncio.create_task(self._refuse(reply, request_id))  # noqa: RUF006 - one send, errors logged inside
+            return
+        task = asyncio.create_task(self._serve_one(message))
+        self.tasks[request_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
+
+    async def _pass_on(self, message: dict) -> None:
+        try:
+            await self.layer.send(self.channel, message)
+        except Exception as exc:
+            logger.warning("request %s not passed on (%r): answered busy", message["id"], exc)
+            await self._refuse(message["reply"], message["id"])
+
+    async def _refuse(self, reply: str, request_id: str) -> None:
+        try:
+            await ReplyWriter(self.layer, reply, request_id, self.server_channel).send(
+                "engine.error",
+                code=EngineBusy.code,
+                detail="The engine is busy; try again shortly.",
+                retry_after_ms=BUSY_RETRY_MS,
+            )
+        except Exception as exc:
+            logger.warning("busy answer to %s not sent: %r", request_id, exc)
+
+    async def _control(self) -> None:
+        while True:
+            message = await self.layer.receive(self.server_channel)
+            if message.get("type") == "engine.cancel":
+                request_id = message.get("id")
+                task = self.tasks.get(request_id)
+                if task is not None and not task.done():
+                    self.cancelled_by_client.add(request_id)
+                    task.cancel()
+
+    async def _serve_one(self, message: dict) -> None:
+        request_id = message["id"]
+        writer = ReplyWriter(self.layer, message["reply"], request_id, self.server_channel)
+        started = time.monotonic()
+        try:
+            if message.get("v") != WIRE_VERSION:
+                raise EngineError(f"Unknown engine wire version {message.get('v')!r}.")
+            request = request_from_wire(message["request"])
+            self.counts["accepted"] += 1
+            await writer.send(
+                "engine.accepted",
+                engine=self.engine.name,
+                model_version_id=self.engine.model_version_id,
+            )
+            writer.start()
+            generation = self.engine.start(request)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async for piece in generation:
+                        writer.add(piece)
+            except TimeoutError:
+                raise EngineTimeout(f"The reply took longer than {self.timeout_s:g} s.") from None
+            result = generation.result
+            pieces = await writer.close()
+            await writer.send("engine.result", pieces=pieces, result=result_to_wire(result))
+            self.counts["completed"] += 1
+            logger.info(
+                "request %s done in %.0f ms: %d pieces in %d messages",
+                request_id,
+                (time.monotonic() - started) * 1000,
+                writer.pieces,
+                writer.messages,
+            )
+        except asyncio.CancelledError:
+            if request_id in self.cancelled_by_client:
+                self.cancelled_by_client.discard(request_id)
+                self.counts["cancelled"] += 1
+                writer.abort()
+                logger.info("request %s cancelled by its client after %d pieces", request_id, writer.pieces)
+                return  # not re-raised: the task ends as asked, and nothing waits on it
+            self.counts["failed"] += 1
+            await self._fail(writer, EngineUnavailable("The engine process is shutting down; try again."))
+            raise
+        except EngineError as exc:
+            self.counts["failed"] += 1
+            await self._fail(writer, exc)
+        except Exception:
+            self.counts["failed"] += 1
+            logger.exception("request %s failed", request_id)
+            await self._fail(writer, EngineError("The engine failed while writing this reply."))
+
+    async def _fail(self, writer: ReplyWriter, error: EngineError) -> None:
+        logger.info("request %s ends with %s: %s", writer.request_id, error.code, error.detail)
+        try:
+            await writer.close()  # the pieces not sent are dropped: the reply failed
+            await writer.send("engine.error", code=error.code, detail=error.detail, retry_after_ms=error.retry_after_ms)
+        except Exception as exc:
+            logger.warning("error answer to %s not sent: %r", writer.request_id, exc)
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self.tasks:
+            logger.info("stopping: %d replies in flight, %g s to finish", len(self.tasks), self.grace_s)
+            _, pending = await asyncio.wait(list(self.tasks.values()), timeout=self.grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,358 @@
+"""The engine in its own process: real `manage.py run_engine` processes on Redis, the client in this one."""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from mediachat.engine import (
+    Citation,
+    Engine,
+    EngineBusy,
+    EngineError,
+    EngineRequest,
+    EngineResult,
+    Generation,
+    Recommendation,
+    Turn,
+)
+from mediachat.engine.decoding import DecodingParams
+from mediachat.engine.remote import (
+    ChannelLayerEngine,
+    EngineUnavailable,
+    StreamBroken,
+    cancels_flush,
+    request_from_wire,
+    request_to_wire,
+    result_from_wire,
+    result_to_wire,
+)
+from mediachat.engine.retrieval import RetrievalEngine
+from tests.conftest import ROOT, child_env, stop, wait_until
+from tests.ws_support import seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+RETRIEVAL = "mediachat.engine.retrieval.RetrievalEngine"
+ACCEPT_S = 2.0
+
+
+class ManyPiecesEngine(Engine):
+    """Served by a test's engine process: a long reply written as fast as the loop allows."""
+
+    name = "many-pieces"
+    pieces = 3000
+
+    def start(self, request: EngineRequest) -> Generation:
+        return ManyPiecesGeneration(request)
+
+
+class ManyPiecesGeneration(Generation):
+    def __init__(self, request: EngineRequest):
+        super().__init__()
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        for i in range(ManyPiecesEngine.pieces):
+            yield f"w{i} "
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        self._result = EngineResult(text=expected_many(), engine=ManyPiecesEngine.name, completion_tokens=3000)
+
+
+def expected_many() -> str:
+    return "".join(f"w{i} " for i in range(ManyPiecesEngine.pieces))
+
+
+@pytest.fixture
+def engine_channel(settings) -> str:
+    """A channel of this test's own on the run's Redis, and a fresh channel layer for this test's loop."""
+    assert settings.REDIS_URL, "these tests need REDIS_URL (a real Redis: `.ci/run` provides one)"
+    channel = f"mediachat.engine.test-{uuid.uuid4().hex[:12]}"
+    settings.MEDIACHAT = {
+        **settings.MEDIACHAT,
+        "ENGINE_CHANNEL": channel,
+        "ENGINE_ACCEPT_TIMEOUT_S": ACCEPT_S,
+        "ENGINE_TIMEOUT_S": 20.0,
+        "STREAM_DELAY_MS": 0,
+    }
+    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"]}}  # a new layer instance
+    return channel
+
+
+class EngineProcess:
+    def __init__(self, channel: str, log: Path, *args: str, delay_ms: int = 0, engine: str = RETRIEVAL):
+        self.log = log
+        env = child_env(MEDIACHAT_ENGINE_CHANNEL=channel, MEDIACHAT_STREAM_DELAY_MS=str(delay_ms))
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "run_engine", "--engine", engine, *args],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self.ready, timeout=60, what="run_engine ready")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, f"run_engine exited with {self.proc.returncode}:\n{self.output()}"
+        return "engine ready:" in self.output()
+
+
+@pytest.fixture
+def engines(engine_channel, tmp_path) -> Iterator:
+    """Starts `run_engine` processes on the test's channel: `engines(*args, delay_ms=...)`."""
+    started: list[EngineProcess] = []
+
+    def start(*args: str, **kwargs) -> EngineProcess:
+        process = EngineProcess(engine_channel, tmp_path / f"engine-{len(started)}.log", *args, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            stop(process.proc)
+
+
+async def run(engine: Engine, request: EngineRequest) -> tuple[list[str], EngineResult, Generation]:
+    generation = engine.start(request)
+    pieces = [piece async for piece in generation]
+    return pieces, generation.result, generation
+
+
+def climate_request(text: str = "climate") -> EngineRequest:
+    return EngineRequest(
+        text=text,
+        history=(Turn("user", "anything on music?"), Turn("assistant", "Here is one piece on music.", cited=(3,))),
+        reader_authenticated=True,
+        decoding=DecodingParams(strategy="sample", temperature=0.7, seed=5),
+        reply_id=41,
+        conversation_id=7,
+    )
+
+
+def test_request_and_result_survive_the_wire():
+    request = climate_request()
+    assert request_from_wire(msgpack.unpackb(msgpack.packb(request_to_wire(request)))) == request
+    result = EngineResult(
+        text="Here [#3].",
+        engine="lm",
+        cited=[Citation(3, "Jazz", "/c/3/")],
+        recommendations=[Recommendation(3, "Jazz", "/c/3/", "A night.", "video", "Culture", "matches music")],
+        prompt_tokens=40,
+        completion_tokens=4,
+        decoding={"strategy": "greedy"},
+        intent="search",
+        confidence=0.75,
+        entities=[{"type": "topic", "value": "music"}],
+        model_version_id=9,
+        notice="",
+    )
+    assert result_from_wire(msgpack.unpackb(msgpack.packb(result_to_wire(result)))) == result
+
+
+async def test_a_reply_streams_from_the_engine_process_as_it_would_in_process(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "2")
+
+    pieces, result, generation = await run(ChannelLayerEngine(), climate_request())
+    local_pieces, local_result, _ = await run(RetrievalEngine(), climate_request())
+
+    assert pieces == local_pieces and len(pieces) > 5
+    assert result == local_result
+    assert result.text.startswith("Here are 2 pieces on climate: “")
+    assert {r.title for r in result.recommendations} == {"Glaciers in retreat", "The climate podcast: carbon markets"}
+    assert generation.server is not None and generation.model_version_id is None
+    wait_until(lambda: f"request {generation.request_id} done" in process.output(), timeout=5, what="done logged")
+
+
+async def test_a_long_reply_travels_in_few_messages(engines):
+    process = engines("--concurrency", "1", engine="tests.test_engine_remote.ManyPiecesEngine")
+
+    pieces, result, generation = await run(ChannelLayerEngine(), EngineRequest(text="long"))
+
+    assert "".join(pieces) == result.text == expected_many()
+    assert len(pieces) == ManyPiecesEngine.pieces
+    line = wait_until(
+        lambda: next((ln for ln in process.output().splitlines() if f"request {generation.request_id} done" in ln), ""),
+        timeout=5,
+        what="done logged",
+    )
+    messages = int(line.split(" pieces in ")[1].split()[0])
+    # Far fewer messages than pieces (coalesced), and well under the layer's capacity per channel.
+    assert messages < ManyPiecesEngine.pieces / 10, line
+
+
+async def test_cancel_stops_the_reply_in_the_engine_process_and_frees_its_slot(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "1", delay_ms=300)  # a climate reply: about 20 words, 6 s
+    engine = ChannelLayerEngine()
+    first: list[str] = []
+
+    async def consume(generation: Generation, into: list[str]) -> None:
+        async for piece in generation:
+            into.append(piece)
+
+    a = engine.start(climate_request())
+    task = asyncio.create_task(consume(a, first))
+    await wait_for(lambda: len(first) >= 2)
+
+    # The one slot is taken: another request is answered busy, with a retry hint.
+    with pytest.raises(EngineBusy) as busy:
+        await run(engine, climate_request())
+    assert busy.value.code == "busy" and busy.value.retry_after_ms == 1000
+
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await cancels_flush()
+    wait_until(lambda: f"request {a.request_id} cancelled by its client" in process.output(), timeout=5, what="cancel")
+
+    # The slot is free again long before the cancelled reply would have ended.
+    started = time.monotonic()
+    second: list[str] = []
+    b = engine.start(climate_request())
+    task = asyncio.create_task(consume(b, second))
+    await wait_for(lambda: len(second) >= 1)
+    assert time.monotonic() - started < 2
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await cancels_flush()
+    wait_until(lambda: f"request {b.request_id} cancelled by its client" in process.output(), timeout=5, what="cancel")
+    assert f"request {a.request_id} done" not in process.output()
+
+
+async def test_two_engine_processes_share_the_load(engines):
+    await database_sync_to_async(seed_catalog)()
+    processes = [engines("--concurrency", "1", delay_ms=100) for _ in range(2)]
+    engine = ChannelLayerEngine()
+
+    replies = await asyncio.gather(*(run(engine, climate_request()) for _ in range(2)))
+
+    servers = {generation.server for _, _, generation in replies}
+    assert len(servers) == 2  # each process wrote one reply: with one slot each, neither could take both
+    for pieces, result, _ in replies:
+        assert "".join(pieces) == result.text and result.text.startswith("Here are 2 pieces on climate")
+    for process in processes:
+        wait_until(lambda p=process: p.output().count(" done in ") == 1, timeout=5, what="one reply per process")
+
+
+async def test_no_engine_process_is_an_engine_unavailable_error_soon(engine_channel):
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable) as error:
+        await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+    assert error.value.code == "engine_unavailable"
+    assert "run_engine" in error.value.detail
+    assert ACCEPT_S <= time.monotonic() - started < ACCEPT_S + 2
+    await cancels_flush()
+
+
+async def test_sigterm_lets_a_reply_in_flight_finish_then_exits(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "2", "--grace", "10", delay_ms=100)
+    generation = ChannelLayerEngine().start(climate_request())
+    pieces: list[str] = []
+
+    async def consume() -> None:
+        async for piece in generation:
+            pieces.append(piece)
+
+    task = asyncio.create_task(consume())
+    await wait_for(lambda: len(pieces) >= 2)
+    process.proc.send_signal(signal.SIGTERM)
+    await task
+
+    assert "".join(pieces) == generation.result.text
+    assert await asyncio.to_thread(process.proc.wait, 10) == 0
+    assert "engine stopped: accepted 1, completed 1" in process.output()
+    # Nothing serves the channel any more.
+    with pytest.raises(EngineUnavailable):
+        await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+    await cancels_flush()
+
+
+async def test_sigterm_past_the_grace_ends_the_reply_with_an_error(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "2", "--grace", "0.5", delay_ms=300)
+    generation = ChannelLayerEngine().start(climate_request())
+    pieces: list[str] = []
+
+    async def consume() -> None:
+        async for piece in generation:
+            pieces.append(piece)
+
+    task = asyncio.create_task(consume())
+    await wait_for(lambda: len(pieces) >= 1)
+    started = time.monotonic()
+    process.proc.send_signal(signal.SIGTERM)
+
+    with pytest.raises(EngineUnavailable) as error:
+        await task
+    assert "shutting down" in error.value.detail
+    assert time.monotonic() - started < 3
+    assert await asyncio.to_thread(process.proc.wait, 10) == 0
+    assert "engine stopped: accepted 1, completed 0, failed 1" in process.output()
+
+
+async def test_a_lost_message_ends_the_reply_with_an_error_and_a_cancel(engine_channel):
+    """A stand-in server that skips a number: the client must not pass a garbled reply off as complete."""
+    layer = get_channel_layer()
+    server = await layer.new_channel()
+
+    async def skipping_server() -> dict:
+        request = await layer.receive(engine_channel)
+        base = {"id": request["id"], "server": server}
+        await layer.send(request["reply"], {**base, "type": "engine.accepted", "seq": 0})
+        await layer.send(request["reply"], {**base, "type": "engine.pieces", "seq": 1, "pieces": ["Here "]})
+        await layer.send(request["reply"], {**base, "type": "engine.pieces", "seq": 3, "pieces": ["more."]})
+        return await asyncio.wait_for(layer.receive(server), 5)
+
+    serving = asyncio.create_task(skipping_server())
+    generation = ChannelLayerEngine().start(EngineRequest(text="climate"))
+    pieces = []
+    with pytest.raises(StreamBroken) as error:
+        async for piece in generation:
+            pieces.append(piece)
+    assert pieces == ["Here "] and error.value.code == "engine_stream_broken"
+    assert await serving == {"type": "engine.cancel", "id": generation.request_id}
+
+
+async def test_the_in_memory_layer_cannot_reach_an_engine_process(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with pytest.raises(EngineError) as error:
+        await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+    assert error.value.code == "engine_unavailable" and "REDIS_URL" in error.value.detail
+
+
+def test_run_engine_refuses_the_in_memory_layer(tmp_path):
+    env = child_env(MEDIACHAT_DATA_DIR=str(tmp_path))
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run_engine", "--engine", RETRIEVAL],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "set REDIS_URL" in done.stderr
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
