@@ -92,7 +92,7 @@ def test_chain_trains_saves_and_the_saved_model_stops_at_end_of_turn(tmp_path):
 
 
 def test_same_seed_same_model_and_cancel_then_resume_equals_uninterrupted(tmp_path):
-    fast = {"preset": "tiny"}
+    fast = {"preset": preset_get("tiny", pretrain={"steps": 30, "eval_every": 10}, sft={"steps": 40})}
     first = chain(tmp_path, "first", **fast)
     second = chain(tmp_path, "second", **fast)
     other_seed = chain(tmp_path, "other", seed=1, **fast)
