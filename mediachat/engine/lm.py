@@ -264,10 +264,14 @@ class LMGeneration(Generation):
             self._result = result
             return
         self.model_version_id = served.target.version_id
+        pieces = self._generate(served, prepared)
         try:
-            async for piece in self._generate(served, prepared):
+            async for piece in pieces:
                 yield piece
         finally:
+            # Closing the outer generator (the reader went away) must close the inner one now, so
+            # its request leaves the scheduler at once rather than when the garbage collector calls.
+            await pieces.aclose()
             served.release()
 
     async def _generate(self, served: Served, prepared: Prepared) -> AsyncIterator[str]:
