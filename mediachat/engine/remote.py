@@ -192,9 +192,7 @@ class RemoteGeneration(Generation):
                         raise EngineTimeout(
                             f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s."
                         ) from None
-                    raise EngineUnavailable(
-                        f"The engine process stopped answering for {IDLE_LIMIT_S:g} s."
-                    ) from None
+                    raise EngineUnavailable(f"The engine process stopped answering for {IDLE_LIMIT_S:g} s.") from None
                 if isinstance(message, BaseException):
                     raise EngineUnavailable(f"The channel layer failed: {message}") from message
                 if self.server is not None and message.get("server") != self.server:
@@ -205,7 +203,8 @@ class RemoteGeneration(Generation):
                     continue
                 if message.get("seq") != expected:
                     raise StreamBroken(
-                        f"Reply message {expected} was lost on the way (got {message.get('seq')}); the reply is incomplete."
+                        f"Reply message {expected} was lost on the way (got {message.get('seq')}); "
+                        "the reply is incomplete."
                     )
                 expected += 1
                 kind = message.get("type")

@@ -1,4 +1,10 @@
-"""Start and supervise the platform's processes: the ASGI server, a Celery worker and Celery beat.
+"""Start and supervise the platform's processes: the ASGI server, a Celery worker, Celery beat and the engine.
+
+Where the reply engine runs depends on the channel layer. Embedded (no REDIS_URL) it runs inside the
+ASGI process: the web server gets `MEDIACHAT_ENGINE=<ENGINE_SERVED>`. With Redis, `--engines N` (default
+1) `manage.py run_engine` processes serve it and the web server gets the channel-layer client, so web
+processes hold no model; `--engines 0` when the engine processes run elsewhere (one per GPU, say). A
+`MEDIACHAT_ENGINE` set in the environment wins over both, and then no engine process is started.
 
 Each runs as a child process in its own process group, so a Ctrl-C in the terminal reaches them once,
 through this supervisor. A signal is forwarded to every child; when any child exits the others are
@@ -12,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -20,6 +26,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 QUEUES = "default,nlu,training"
+REMOTE_ENGINE = "mediachat.engine.remote.ChannelLayerEngine"
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 60.0
 
@@ -28,6 +35,7 @@ READY_TIMEOUT_S = 60.0
 class Child:
     name: str
     cmd: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's own environment
     proc: subprocess.Popen | None = None
 
 
@@ -46,7 +54,10 @@ def _url_host(host: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Run the ASGI server, a Celery worker (queues default, nlu, training) and Celery beat; Ctrl-C stops all."
+    help = (
+        "Run the ASGI server, a Celery worker (queues default, nlu, training), Celery beat and, with Redis, "
+        "the engine processes; Ctrl-C stops all."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1).")
@@ -57,10 +68,25 @@ class Command(BaseCommand):
             default=1,
             help="ASGI server processes; more than one needs REDIS_URL (the in-memory channel layer is per process).",
         )
+        parser.add_argument(
+            "--engines",
+            type=int,
+            default=None,
+            help="`run_engine` processes to supervise (default 1; 0: they run elsewhere); needs REDIS_URL. "
+            "Embedded, the engine runs inside the web server.",
+        )
 
-    def handle(self, *args, host: str, port: int, workers: int, **options) -> None:
+    def handle(self, *args, host: str, port: int, workers: int, engines: int | None, **options) -> None:
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
+        if engines is not None and engines < 0:
+            raise CommandError("--engines must be 0 or more.")
+        if engines and not settings.REDIS_URL:
+            raise CommandError(
+                "--engines needs REDIS_URL: engine processes take requests over the channel layer, and the "
+                "in-memory layer of the embedded default cannot cross processes (embedded, the engine runs "
+                "inside the web server)."
+            )
         if workers > 1 and not settings.REDIS_URL:
             raise CommandError(
                 "--workers > 1 needs REDIS_URL: the in-memory channel layer of the embedded default lives in one "
@@ -69,14 +95,17 @@ class Command(BaseCommand):
         if not 0 < port < 65536:
             raise CommandError("--port must be between 1 and 65535.")
         self._check_migrated()
-        children = self._children(host=host, port=port, workers=workers)
+        children = self._children(host=host, port=port, workers=workers, engines=1 if engines is None else engines)
         self._signum: int | None = None
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self._children_list = children
         for child in children:
             child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-                child.cmd, env=self._child_env(), start_new_session=True, preexec_fn=_set_parent_death_signal
+                child.cmd,
+                env={**self._child_env(), **child.env},
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal,
             )
             self.stdout.write(f"started {child.name} (pid {child.proc.pid}): {' '.join(child.cmd[1:])}")
             self.stdout.flush()
@@ -89,7 +118,7 @@ class Command(BaseCommand):
         if executor.migration_plan(executor.loader.graph.leaf_nodes()):
             raise CommandError("The database has unapplied migrations: run `manage.py migrate` (or `make demo`).")
 
-    def _children(self, *, host: str, port: int, workers: int) -> list[Child]:
+    def _children(self, *, host: str, port: int, workers: int, engines: int) -> list[Child]:
         python = sys.executable
         web = [python, "-m", "uvicorn", "mediachat.asgi:application", "--host", host, "--port", str(port),
                "--ws-max-size", "1048576", "--timeout-graceful-shutdown", "3"]  # fmt: skip
@@ -100,7 +129,23 @@ class Command(BaseCommand):
                   "-c", str(concurrency), "-n", f"mediachat-{port}@%h", "-l", "INFO"]  # fmt: skip
         beat = [python, "-m", "celery", "-A", "mediachat", "beat", "-l", "INFO",
                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]  # fmt: skip
-        return [Child("web", web), Child("worker", worker), Child("beat", beat)]
+        web_engine, engines = self._engine_placement(engines)
+        run_engine = [python, str(settings.BASE_DIR / "manage.py"), "run_engine"]
+        return [
+            Child("web", web, env={"MEDIACHAT_ENGINE": web_engine}),
+            Child("worker", worker),
+            Child("beat", beat),
+            *(Child(f"engine{i}", run_engine) for i in range(1, engines + 1)),
+        ]
+
+    def _engine_placement(self, engines: int) -> tuple[str, int]:
+        """The engine the web server calls, and how many `run_engine` processes serve it."""
+        chosen = os.environ.get("MEDIACHAT_ENGINE")
+        if chosen:  # the operator's choice: an OpenAI-compatible server, say, or engines run elsewhere
+            return chosen, engines if chosen == REMOTE_ENGINE else 0
+        if not settings.REDIS_URL:
+            return settings.MEDIACHAT["ENGINE_SERVED"], 0
+        return REMOTE_ENGINE, engines
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -178,7 +223,7 @@ class Command(BaseCommand):
             f"  API docs  {base}/api/docs/",
         ]
         lines += self._logins()
-        lines += ["Press Ctrl-C to stop the server, the worker and beat.", ""]
+        lines += ["Press Ctrl-C to stop the server, the worker, beat and the engine processes.", ""]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
 
