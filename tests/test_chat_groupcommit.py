@@ -177,3 +177,56 @@ async def test_concurrent_receives_are_all_stored_and_a_racing_resend_is_named()
         lambda: set(Message.objects.filter(role="assistant").values_list("status", flat=True))
     )()
     assert statuses == {"complete"}
+
+
+async def _drop_pool_connections(threads: int = 4) -> int:
+    """Drop the connections of the loop's pool threads (where flushes run), as a PostgreSQL restart would."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(threads)
+
+    def backend_pid() -> int | None:
+        barrier.wait(timeout=10)  # one call per thread: each waits until all threads hold one
+        if connection.connection is None:
+            return None
+        return connection.connection.info.backend_pid
+
+    loop = asyncio.get_running_loop()
+    pids = {pid for pid in await asyncio.gather(*(loop.run_in_executor(None, backend_pid) for _ in range(threads)))}
+    pids.discard(None)
+
+    def terminate() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS pid", [sorted(pids)])
+            return cursor.fetchone()[0]
+
+    return await database_sync_to_async(terminate)()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_flush_survives_a_connection_the_server_dropped():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: only a database server can drop a worker's connection")
+    reader = anonymous()
+    first = await group_commit().receive(IncomingMessage(reader=reader, text="before", client_id="k-1"))
+    assert await _drop_pool_connections() >= 1  # the flush worker's kept connection among them
+
+    results = await asyncio.gather(
+        *(
+            group_commit().receive(
+                IncomingMessage(
+                    reader=reader, text=f"after {i}", client_id=f"k-{i}", conversation_id=first.message.conversation_id
+                )
+            )
+            for i in range(2, 6)
+        )
+    )
+    assert all(r.created for r in results)
+    stored = await database_sync_to_async(
+        lambda: list(Message.objects.filter(role="user").order_by("id").values_list("text", flat=True))
+    )()
+    assert stored == ["before", "after 2", "after 3", "after 4", "after 5"]
