@@ -9,6 +9,7 @@ splits the rest train/validation by a hash of each text's id, so a text never ch
 added. Plain Python: no Django imports.
 """
 
+import functools
 import hashlib
 import html
 import re
@@ -315,9 +316,15 @@ def _signature(words: list[str]) -> MinHash:
     hashes = np.array([zlib.crc32(word.encode()) for word in words], dtype=np.uint64)
     if len(hashes) >= 3:
         hashes = (hashes[:-2] * _SHINGLE_MIX[0] + hashes[1:-1] * _SHINGLE_MIX[1] + hashes[2:]) & _LOW32
-    minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=int, scheme="affine32")
+    minhash = _minhash_template().copy()
     minhash.update_batch(hashes.tolist())
     return minhash
+
+
+@functools.cache
+def _minhash_template() -> MinHash:
+    # Drawing the permutations costs more than hashing a text; copies share them.
+    return MinHash(num_perm=NUM_PERM, seed=1, hashfunc=int, scheme="affine32")
 
 
 def _split_point(key: str, seed: int) -> float:

@@ -17,7 +17,8 @@ Plain Python: no Django imports.
 """
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import count, islice
 
 from . import dialogue_templates as tpl
 from .chat_format import CITATION_RE, DEFAULT_SYSTEM_PROMPT, messages_build
@@ -33,20 +34,31 @@ def dialogue_plans(
     The same documents, `n`, `seed`, `items_per_turn` and `stream` give the same plans; another `stream`
     gives an independent sequence (the held-out questions use "heldout").
     """
-    if not documents or n <= 0:
-        return []
+    return list(islice(_plan_stream(documents, seed, items_per_turn, stream), max(n, 0)))
+
+
+def _plan_stream(
+    documents: Sequence[SourceDocument], seed: int, items_per_turn: int, stream: str
+) -> Iterator[list[DialogueTurn]]:
+    if not documents:
+        return
     planner = Planner(documents, random.Random(f"{stream}:{seed}"), max(items_per_turn, 1))
-    return [planner.dialogue(tpl.FAMILIES[i % len(tpl.FAMILIES)]) for i in range(n)]
+    for i in count():
+        yield planner.dialogue(tpl.FAMILIES[i % len(tpl.FAMILIES)])
 
 
 def plan_messages(
-    turns: Sequence[DialogueTurn], documents: Sequence[SourceDocument], *, system: str = DEFAULT_SYSTEM_PROMPT
+    turns: Sequence[DialogueTurn],
+    documents: Sequence[SourceDocument] | Mapping[int, SourceDocument],
+    *,
+    system: str = DEFAULT_SYSTEM_PROMPT,
 ) -> list[dict]:
     """A planned conversation as `messages_build(...)` lays out its last prompt, plus the last reply.
 
-    Earlier turns are history (user and assistant only); the last turn's context items come from `documents`.
+    Earlier turns are history (user and assistant only); the last turn's context items come from `documents`
+    (a sequence, or a mapping by id when rendering many plans).
     """
-    by_id = {d.id: d for d in documents}
+    by_id = documents if isinstance(documents, Mapping) else {d.id: d for d in documents}
     *earlier, last = turns
     history = [(role, text) for t in earlier for role, text in (("user", t.question), ("assistant", t.reply))]
     items = [item_of(by_id[i]) for i in last.context_ids]
@@ -62,7 +74,8 @@ def dialogues_build(
     Every citation in a reply is an item of its own turn's context; deterministic for a seed.
     """
     plans = dialogue_plans(documents, n=n, seed=seed, items_per_turn=items_per_turn)
-    return [plan_messages(turns, documents) for turns in plans]
+    by_id = {d.id: d for d in documents}
+    return [plan_messages(turns, by_id) for turns in plans]
 
 
 def heldout_questions(
@@ -75,12 +88,13 @@ def heldout_questions(
     reply the synthetic data would give. A grounded reply cites only `context_ids` and one of `relevant_ids`.
     """
     out: list[dict] = []
-    plans = dialogue_plans(documents, n=n * 4, seed=seed, items_per_turn=items_per_turn, stream="heldout")
-    for turns in plans:
+    by_id = {d.id: d for d in documents}
+    # Questions whose answer is "nothing" test no citation; skip them, but stop if a catalog has few answers.
+    for turns in islice(_plan_stream(documents, seed, items_per_turn, "heldout"), 4 * max(n, 0)):
         last = turns[-1]
         if not last.relevant_ids:
             continue
-        messages = plan_messages(turns, documents)[:-1]
+        messages = plan_messages(turns, by_id)[:-1]
         out.append(
             {
                 "messages": messages,
