@@ -53,6 +53,11 @@ def server_env() -> dict[str, str]:
         env["MEDIACHAT_DATA_DIR"] = str(data_dir)
         # The embedded default, on a file of its own so that the demo's data stays clean.
         env["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
+    # Production settings (DEBUG off: no query log in every cursor), as a deployment runs.
+    env.setdefault("DJANGO_DEBUG", "0")
+    env.setdefault("DJANGO_SECRET_KEY", "bench-" + "x" * 50)
+    env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+    env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
     # The bench measures throughput, not the per-socket limit that protects a real server.
     env["MEDIACHAT_WS_RATE_PER_S"] = "1000000"
     env["MEDIACHAT_WS_RATE_BURST"] = "1000000"
