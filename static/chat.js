@@ -367,6 +367,9 @@
     }, delay);
   }
 
+  // Error codes that tell of a reply which failed (they precede its `done`), not of a frame the page sent.
+  const REPLY_ERRORS = new Set(["internal_error", "busy", "timeout", "engine_unavailable"]);
+
   function onError(event) {
     const code = String(event.code || "error");
     const detail = String(event.detail || "Something went wrong.");
@@ -380,8 +383,8 @@
         return;
       }
     }
-    // internal_error also comes unasked, before the `done` of a reply that failed.
-    const answered = code === "internal_error" ? undefined : state.awaiting.shift();
+    // Errors about a reply come unasked, just before the `done` of the reply that failed.
+    const answered = REPLY_ERRORS.has(code) ? undefined : state.awaiting.shift();
     if (answered?.kind === "feedback" && feedbackFailed(answered.messageId, `Not saved: ${detail}`)) return;
     if (answered?.kind === "history") {
       if (code === "rate_limited") {
@@ -396,7 +399,8 @@
         if (!state.rendered.size) ui.emptyState.hidden = false;
       }
     }
-    keepScrolled(() => ui.log.appendChild(notice(code, detail)));
+    const retry = Number.isFinite(event.retry_after_ms) ? ` Try again in ${Math.ceil(event.retry_after_ms / 1000)} s.` : "";
+    keepScrolled(() => ui.log.appendChild(notice(code, detail + retry)));
   }
 
   // ---------------------------------------------------------------- outgoing messages
@@ -564,6 +568,9 @@
     el.querySelector(".message-extra")?.remove();
     const extra = h("div", { className: "message-extra" });
     if (STATUS_NOTES[status]) extra.appendChild(h("p", { className: "status-note" }, STATUS_NOTES[status]));
+    if (typeof message.notice === "string" && message.notice) {
+      extra.appendChild(h("p", { className: "status-note reply-notice" }, message.notice));
+    }
     const cited = Array.isArray(message.cited) ? message.cited : [];
     if (cited.length) extra.appendChild(citedList(cited));
     if (status !== "failed" && status !== "streaming" && Number.isSafeInteger(message.id ?? message.message_id)) {
