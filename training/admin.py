@@ -1,21 +1,89 @@
-"""Admin for the model registry and training runs: staff launch runs, cancel them and activate versions."""
+"""Admin for the model registry and training runs: staff launch runs, cancel them and activate versions.
+
+A chat model's page reads its evaluation as a table and its training as a loss curve (inline SVG); a run's
+page follows its progress live.
+"""
 
 import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.http import Http404, HttpRequest, JsonResponse
+from django.template.loader import render_to_string
+from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
-from .models import ModelVersion, TrainingRun
+from .models import ModelKind, ModelVersion, TrainingRun
+from .pipelines.charts import loss_chart
 from .services import runs
 from .services.registry import model_version_activate
+
+LOG_TAIL_LINES = 12
+# (metrics key, label, how to read it, digits) of a chat model's evaluation, in the order shown.
+CHAT_METRICS = [
+    (
+        "val_perplexity",
+        "Validation perplexity",
+        "lower is better; the vocabulary size is a model that knows nothing",
+        2,
+    ),
+    ("val_loss", "Validation loss", "mean next-token loss per token, in nats", 4),
+    ("distinct_1", "Distinct-1", "unique words over all words of the replies; higher is more varied", 3),
+    ("distinct_2", "Distinct-2", "unique word pairs over all pairs of the replies", 3),
+    ("repetition_rate", "Repetition rate", "share of a reply's word pairs that repeat within it; lower is better", 3),
+    ("coherence", "Coherence", "cosine similarity of reply to question and context (all-MiniLM-L6-v2)", 3),
+    ("groundedness", "Groundedness", "share of held-out replies citing only context items and a relevant one", 3),
+    ("citing_share", "Replies that cite", "share of held-out replies with at least one citation", 3),
+    ("ungrounded_citation_share", "Citations outside the context", "share of replies citing an item not given", 3),
+    ("heldout_questions", "Held-out questions", "catalog questions the model answered for the figures above", 0),
+    ("mean_reply_words", "Mean reply length", "words per reply", 1),
+]
 
 
 def _pretty_json(value: object) -> str:
     return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', json.dumps(value, indent=2))
+
+
+def _number(value: object, digits: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def chat_evaluation_html(metrics: dict, config: dict) -> str:
+    """A chat model's evaluation as a table people read: each figure, its value and what it means."""
+    rows = [(label, _number(metrics.get(key), digits), meaning) for key, label, meaning, digits in CHAT_METRICS]
+    dataset_hash = config.get("dataset_hash") or metrics.get("dataset_hash") or ""
+    rows += [
+        ("Preset", config.get("preset") or "—", "model size and training schedule"),
+        ("Dataset hash", dataset_hash or "—", "sha256 of the corpus it was trained on"),
+    ]
+    training = metrics.get("training") or {}
+    if isinstance(training.get("parameters"), int):
+        rows.append(("Parameters", f"{training['parameters']:,}", "trainable weights"))
+    body = format_html_join("", '<tr><th scope="row">{}</th><td class="chat-metric">{}</td><td>{}</td></tr>', rows)
+    table = format_html('<table class="chat-evaluation"><tbody>{}</tbody></table>', body)
+    samples = metrics.get("samples") or []
+    if samples:
+        items = format_html_join(
+            "", "<li><strong>{}</strong><br>{}</li>", ((s.get("question", ""), s.get("reply", "")) for s in samples)
+        )
+        table += format_html(
+            '<details><summary>Sample replies</summary><ol class="chat-samples">{}</ol></details>', items
+        )
+    return table
+
+
+def loss_curve_html(metrics: dict) -> str:
+    """The loss curve of `metrics["loss_history"]` as inline SVG, or a dash when there is none."""
+    history = metrics.get("loss_history")
+    chart = loss_chart(history) if isinstance(history, dict) else None
+    if chart is None:
+        return "—"
+    return render_to_string("admin/training/includes/loss_chart.html", {"chart": chart})
 
 
 @admin.register(ModelVersion)
@@ -26,14 +94,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ["name", "artifact_path"]
     date_hierarchy = "created_at"
     autocomplete_fields = ["training_run"]
-    readonly_fields = ["status", "created_by", "created_at", "activated_at", "metrics_pretty"]
+    readonly_fields = [
+        "status",
+        "created_by",
+        "created_at",
+        "activated_at",
+        "metrics_pretty",
+        "evaluation",
+        "loss_curve",
+    ]
     fields = ["kind", "name", "status", "artifact_path", "training_run", "config", "metrics"]
     actions = ["activate"]
 
     def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
         if obj is None:
             return self.fields
-        return [*self.fields, "metrics_pretty", "created_by", "created_at", "activated_at"]
+        chat = ["evaluation", "loss_curve"] if obj.kind == ModelKind.CHAT_LM else []
+        return [*self.fields[:3], *chat, *self.fields[3:], "metrics_pretty", "created_by", "created_at", "activated_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
         # The kind of a stored version is fixed: moving an active one would break "one active per kind".
@@ -42,6 +119,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Metrics (formatted)")
     def metrics_pretty(self, version: ModelVersion) -> str:
         return _pretty_json(version.metrics)
+
+    @admin.display(description="Evaluation")
+    def evaluation(self, version: ModelVersion) -> str:
+        return chat_evaluation_html(version.metrics or {}, version.config or {})
+
+    @admin.display(description="Loss curve")
+    def loss_curve(self, version: ModelVersion) -> str:
+        return loss_curve_html(version.metrics or {})
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:
         if not change:
@@ -89,8 +174,26 @@ class TrainingRunAddForm(forms.ModelForm):
         return cleaned
 
 
+def run_progress(run: TrainingRun) -> dict[str, object]:
+    """What a run's live panel shows, as its progress endpoint returns it."""
+    duration = None
+    if run.started_at is not None:
+        duration = ((run.finished_at or timezone.now()) - run.started_at).total_seconds()
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "finished": run.is_finished,
+        "progress": run.progress,
+        "percent": round(100 * run.progress),
+        "log_tail": "\n".join(run.log.rstrip("\n").split("\n")[-LOG_TAIL_LINES:]) if run.log else "",
+        "duration_s": duration,
+    }
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
+    change_form_template = "admin/training/trainingrun/change_form.html"
     list_display = ["id", "kind", "status", "progress_bar", "created_by", "created_at", "started_at", "finished_at"]
     list_filter = ["kind", "status"]
     list_select_related = ["created_by"]
@@ -103,6 +206,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "parameters_pretty",
         "status",
         "progress_bar",
+        "loss_curve",
         "metrics_pretty",
         "log_text",
         "celery_task_id",
@@ -122,6 +226,25 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
         return [] if obj is None else self.readonly_fields
+
+    def get_urls(self):
+        progress = self.admin_site.admin_view(self.progress_view)
+        return [path("<path:object_id>/progress/", progress, name="training_trainingrun_progress"), *super().get_urls()]
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        run = self.get_object(request, object_id)
+        if run is None:
+            raise Http404
+        if not self.has_view_or_change_permission(request, run):
+            raise PermissionDenied
+        return JsonResponse(run_progress(run))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        run = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if run is not None and self.has_view_or_change_permission(request, run):
+            extra_context["live"] = run_progress(run)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request: HttpRequest, obj: TrainingRun, form, change: bool) -> None:
         if change:  # nothing on a stored run is editable
@@ -145,6 +268,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="Metrics")
     def metrics_pretty(self, run: TrainingRun) -> str:
         return _pretty_json(run.metrics)
+
+    @admin.display(description="Loss curve")
+    def loss_curve(self, run: TrainingRun) -> str:
+        return loss_curve_html(run.metrics or {})
 
     @admin.display(description="Log")
     def log_text(self, run: TrainingRun) -> str:

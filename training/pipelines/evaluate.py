@@ -132,7 +132,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8) -
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
     chunks: list[list[int]] = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [end_id]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [end_id]
         chunks += [ids[i : i + window] for i in range(0, len(ids), window) if len(ids[i : i + window]) > 1]
     chunks.sort(key=len)  # batches of similar lengths waste less padding
     total_nll, total_tokens = 0.0, 0
@@ -179,7 +179,7 @@ def replies_generate(
     encoded = []
     for messages in prompts:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(ids, add_special_tokens=False, verbose=False)["input_ids"]
         encoded.append(ids[-budget:])
     replies: list[str] = [""] * len(encoded)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))

@@ -52,17 +52,24 @@ class RunCancelled(Exception):
     """Raised at a progress checkpoint once the run's row says it was cancelled."""
 
 
+Observer = Callable[[float, str, str], None]  # (fraction, log line or "", phase or "")
+
+
 class Checkpoint:
     """Progress reports of one running run; raises RunCancelled when the row is no longer `running`.
 
-    Progress alone is written at most every PROGRESS_INTERVAL_S; a log line is written at once.
+    Progress alone is written at most every PROGRESS_INTERVAL_S; a log line is written at once. An
+    `observer` (a command's progress bar) sees every report, before the throttle.
     """
 
-    def __init__(self, run_id: int):
+    def __init__(self, run_id: int, observer: Observer | None = None):
         self.run_id = run_id
+        self.observer = observer
         self._last = 0.0
 
-    def __call__(self, fraction: float, line: str = "") -> None:
+    def __call__(self, fraction: float, line: str = "", *, phase: str = "") -> None:
+        if self.observer is not None:
+            self.observer(fraction, line, phase)
         now = time.monotonic()
         if not line and now - self._last < PROGRESS_INTERVAL_S:
             return
@@ -77,7 +84,7 @@ class Checkpoint:
 @dataclass
 class PipelineResult:
     name: str  # the model version's name
-    artifact_path: Path
+    artifact_path: Path  # a file in the run's own folder, or that folder itself (a saved transformers model)
     config: dict
     metrics: dict = field(default_factory=dict)
 
@@ -192,9 +199,34 @@ def recommender_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResul
     )
 
 
+def _chat_lm_check(parameters: dict) -> object:
+    # Imported here: torch and transformers load only in processes that train a chat model.
+    from .chat_model import ChatLMParameters
+
+    return ChatLMParameters.from_parameters(parameters)
+
+
+def _chat_lm_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
+    from .chat_model import chat_lm_train
+
+    return chat_lm_train(run, checkpoint)
+
+
 PIPELINES: dict[str, Pipeline] = {
     ModelKind.RECOMMENDER: Pipeline(check=popularity.PopularityConfig.from_parameters, train=recommender_train),
+    ModelKind.CHAT_LM: Pipeline(check=_chat_lm_check, train=_chat_lm_train),
 }
+
+
+def _check(kind: str, parameters: dict) -> None:
+    pipeline = PIPELINES.get(kind) if isinstance(kind, str) else None
+    if pipeline is None:
+        known = ", ".join(sorted(PIPELINES))
+        raise TrainingRunError(f"No training pipeline for kind {str(kind)!r} yet; available: {known}.")
+    try:
+        pipeline.check(parameters)
+    except ValueError as exc:
+        raise TrainingRunError(f"Invalid parameters for a {kind} run: {exc}") from None
 
 
 def training_run_launch(*, kind: str, parameters: dict, user_id: int | None) -> TrainingRun:
@@ -204,14 +236,7 @@ def training_run_launch(*, kind: str, parameters: dict, user_id: int | None) -> 
     """
     from training.tasks import training_run_execute as task  # the tasks module imports this one
 
-    pipeline = PIPELINES.get(kind) if isinstance(kind, str) else None
-    if pipeline is None:
-        known = ", ".join(sorted(PIPELINES))
-        raise TrainingRunError(f"No training pipeline for kind {str(kind)!r} yet; available: {known}.")
-    try:
-        pipeline.check(parameters)
-    except ValueError as exc:
-        raise TrainingRunError(f"Invalid parameters for a {kind} run: {exc}") from None
+    _check(kind, parameters)
     task_id = uuid()  # known before the commit, so the row names the task it will run as
     with transaction.atomic():
         run = TrainingRun.objects.create(
@@ -261,11 +286,27 @@ def _revoke(task_id: str) -> None:
         logger.warning("could not broadcast the revocation of task %s", task_id, exc_info=True)
 
 
-def training_run_execute(*, run_id: int) -> None:
+def training_run_here(
+    *, kind: str, parameters: dict, user_id: int | None, observer: Observer | None = None
+) -> TrainingRun:
+    """Create a run and execute it in this process, with no Celery job (management commands, `make demo`).
+
+    The run is recorded exactly as a launched one; `observer` sees its progress. Returns the finished
+    run (succeeded, failed or cancelled). Raises TrainingRunError as `training_run_launch` does.
+    """
+    _check(kind, parameters)
+    run = TrainingRun.objects.create(kind=kind, parameters=parameters, created_by_id=user_id)
+    training_run_execute(run_id=run.id, observer=observer)
+    run.refresh_from_db()
+    return run
+
+
+def training_run_execute(*, run_id: int, observer: Observer | None = None) -> None:
     """Run a queued run's pipeline in this process; a no-op unless this call wins the run's lease.
 
     Success stores a ModelVersion candidate; an exception marks the run failed with the traceback's tail
     in its log; a transient database error puts the run back in the queue and is raised for a retry.
+    `observer(fraction, line, phase)` sees every progress report of the pipeline.
     """
     now = timezone.now()
     claimable = Q(status=TrainingRun.Status.QUEUED) | Q(
@@ -283,7 +324,7 @@ def training_run_execute(*, run_id: int) -> None:
         pipeline = PIPELINES.get(run.kind)
         if pipeline is None:
             raise TrainingRunError(f"No training pipeline for kind {str(run.kind)!r}.")
-        result = pipeline.train(run, Checkpoint(run_id))
+        result = pipeline.train(run, Checkpoint(run_id, observer))
         _succeed(run, result)
     except RunCancelled:
         _discard(result)
@@ -329,7 +370,8 @@ def _succeed(run: TrainingRun, result: PipelineResult) -> None:
 
 def _discard(result: PipelineResult | None) -> None:
     if result is not None:
-        shutil.rmtree(result.artifact_path.parent, ignore_errors=True)
+        path = result.artifact_path
+        shutil.rmtree(path if path.is_dir() else path.parent, ignore_errors=True)
 
 
 def _release(run_id: int) -> None:
@@ -373,21 +415,23 @@ def recommender_refresh() -> TrainingRun | None:
     return training_run_launch(kind=ModelKind.RECOMMENDER, parameters={}, user_id=None)
 
 
-def default_models_train() -> list[tuple[str, ModelVersion | None]]:
-    """Train and activate a model of every kind that has a pipeline and no model version yet.
+def default_models_train(
+    *, parameters: dict[str, dict] | None = None, observer: Observer | None = None
+) -> list[tuple[str, ModelVersion | None]]:
+    """Train and activate a model of every kind that has a pipeline and no active version.
 
-    Runs here, synchronously (`make demo` calls it before the worker starts); the Celery job that the
-    launch also enqueues finds the run no longer queued and does nothing. Returns (kind, the version
-    activated, or None where one existed already). Raises TrainingRunError when a run fails.
+    Runs here, synchronously (`make demo` calls it before the worker starts). `parameters` maps a kind to
+    its run's parameters (the pipeline's defaults otherwise: the chat model trains with preset small).
+    Returns (kind, the version activated, or None where one was active already). Raises TrainingRunError
+    when a run fails.
     """
+    parameters = parameters or {}
     trained: list[tuple[str, ModelVersion | None]] = []
     for kind in PIPELINES:
-        if ModelVersion.objects.filter(kind=kind).exists():
+        if ModelVersion.objects.active().filter(kind=kind).exists():
             trained.append((kind, None))
             continue
-        run = training_run_launch(kind=kind, parameters={}, user_id=None)
-        training_run_execute(run_id=run.id)
-        run.refresh_from_db()
+        run = training_run_here(kind=kind, parameters=parameters.get(kind, {}), user_id=None, observer=observer)
         version = run.model_versions.order_by("-id").first()
         if run.status != TrainingRun.Status.SUCCEEDED or version is None:
             raise TrainingRunError(f"The default {kind} run {run.id} ended {run.status}:\n{run.log[-2000:]}")

@@ -1,19 +1,28 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from training.models import ModelKind
 from training.services.runs import TrainingRunError, default_models_train
 
 
 class Command(BaseCommand):
-    help = "Train and activate a model of each kind that has none yet (make demo runs it)."
+    help = "Train and activate a model of each kind that has none active yet (make demo runs it)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--chat-preset", choices=["tiny", "small", "base"], default="small", help="The chat model's size."
+        )
 
     def handle(self, *args, **options):
+        parameters = {ModelKind.CHAT_LM: {"preset": options["chat_preset"]}}
         try:
-            trained = default_models_train()
+            trained = default_models_train(parameters=parameters)
         except TrainingRunError as exc:
             raise CommandError(str(exc)) from None
         for kind, version in trained:
             if version is None:
-                self.stdout.write(f"{kind}: a model exists already; nothing to train")
+                self.stdout.write(f"{kind}: an active model exists already; nothing to train")
             else:
-                metrics = ", ".join(f"{k}={v}" for k, v in sorted(version.metrics.items()) if not isinstance(v, dict))
+                metrics = ", ".join(
+                    f"{k}={v}" for k, v in sorted(version.metrics.items()) if isinstance(v, int | float | str)
+                )
                 self.stdout.write(f"{kind}: trained and activated {version.name} ({metrics})")

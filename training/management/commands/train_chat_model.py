@@ -1,0 +1,82 @@
+"""`manage.py train_chat_model`: the chat model's whole chain here, with a progress bar, recorded as a training run."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+from transformers.utils import logging as hf_logging
+
+from training.models import ModelKind, TrainingRun
+from training.services.chat_model import ChatLMParameters
+from training.services.registry import model_version_activate
+from training.services.runs import TrainingRunError, training_run_here
+
+SHOWN = [
+    ("val_perplexity", "perplexity"),
+    ("distinct_1", "distinct-1"),
+    ("distinct_2", "distinct-2"),
+    ("repetition_rate", "repetition"),
+    ("coherence", "coherence"),
+    ("groundedness", "groundedness"),
+]
+
+
+class Command(BaseCommand):
+    help = "Train a chat model (corpus, tokenizer, pre-training, SFT, evaluation) and register it as a model version."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--dialogues", type=int, default=None, help="Synthetic SFT conversations.")
+        parser.add_argument("--heldout", type=int, default=None, help="Held-out questions for the evaluation.")
+        parser.add_argument("--activate", action="store_true", help="Make the new version the active chat model.")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar (log lines only).")
+
+    def handle(self, *args, **options):
+        parameters = {"preset": options["preset"], "seed": options["seed"]}
+        if options["dialogues"] is not None:
+            parameters["dialogues"] = options["dialogues"]
+        if options["heldout"] is not None:
+            parameters["heldout"] = options["heldout"]
+        try:
+            ChatLMParameters.from_parameters(parameters)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        hf_logging.disable_progress_bar()  # the chain's own bar is the one to watch
+        bar = tqdm(total=100, unit="%", disable=options["no_progress"], file=self.stderr._out, dynamic_ncols=True)
+
+        shown = {"phase": ""}
+
+        def observe(fraction: float, line: str, phase: str) -> None:
+            if phase and phase != shown["phase"]:
+                shown["phase"] = phase
+                bar.set_description(phase)
+            done = round(100 * fraction)
+            if done > bar.n:
+                bar.update(done - bar.n)
+            if line:
+                bar.write(line, file=self.stdout._out)
+
+        try:
+            run = training_run_here(kind=ModelKind.CHAT_LM, parameters=parameters, user_id=None, observer=observe)
+        except TrainingRunError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            bar.close()
+        version = run.model_versions.order_by("-id").first()
+        if run.status != TrainingRun.Status.SUCCEEDED or version is None:
+            raise CommandError(f"Training run {run.pk} ended {run.status}:\n{run.log[-3000:]}")
+        if options["activate"]:
+            version = model_version_activate(version_id=version.pk, user_id=None)
+        metrics = version.metrics
+        figures = ", ".join(
+            f"{label} {metrics[key]:.3f}" if isinstance(metrics.get(key), float) else f"{label} —"
+            for key, label in SHOWN
+        )
+        self.stdout.write(f"Training run {run.pk}: model version {version.pk} {version.name} ({version.status})")
+        self.stdout.write(f"Metrics: {figures}")
+        self.stdout.write(f"Dataset hash: {metrics.get('dataset_hash')}; took {metrics.get('seconds', 0):.0f} s")
+        self.stdout.write(
+            json.dumps({k: metrics.get(k) for k, _ in SHOWN} | {"heldout_questions": metrics.get("heldout_questions")})
+        )
+        self.stdout.write(f"Model: {version.artifact_path}")
