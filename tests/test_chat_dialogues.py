@@ -7,9 +7,10 @@ import pytest
 from training.pipelines.chat_format import END, ROLES, citations, context_text, tokenizer_train
 from training.pipelines.corpus import SourceDialogue
 from training.pipelines.corpus import SourceDocument as D
-from training.pipelines.dialogue_planner import item_of, words
+from training.pipelines.dialogue_planner import item_of
 from training.pipelines.dialogue_templates import FAMILIES, MONTHS, ORDINALS
 from training.pipelines.dialogues import dialogue_from_source, dialogue_plans, dialogues_build, heldout_questions
+from training.pipelines.lexical_index import words
 
 # fmt: off
 DOCS = [

@@ -1,4 +1,4 @@
-"""Planning synthetic catalog dialogues: a lexical retrieval over the documents and the turn-by-turn planner.
+"""Planning synthetic catalog dialogues turn by turn, over a lexical retrieval (`lexical_index`).
 
 `Planner.dialogue(family)` plans one conversation ending with a question of that family (see
 `dialogue_templates.FAMILIES`); `dialogues.py` renders plans into chat messages. Documents are indexed once
@@ -6,10 +6,9 @@
 catalog. Plain Python: no Django imports.
 """
 
-import math
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -18,12 +17,10 @@ from itertools import takewhile
 from . import dialogue_templates as tpl
 from .chat_format import ContextItem, context_line
 from .corpus import SourceDocument
+from .lexical_index import KIND_WORDS, WORD_RE, LexicalIndex, words
 
 NOTHING_RATE = 0.12  # share of opening questions about something the catalog does not hold
 NEIGHBOUR_SHARE = 0.4  # "more like that" offers documents scoring at least this share of the best neighbour
-_WORD_RE = re.compile(r"[^\W\d_]+")
-# "podcast" in two titles says nothing about their subjects.
-_KIND_WORDS = frozenset(tpl.KIND_PLURALS) | frozenset(tpl.KIND_PLURALS.values())
 
 
 @dataclass(frozen=True)
@@ -42,55 +39,6 @@ def item_of(doc: SourceDocument) -> ContextItem:
     return ContextItem(
         id=doc.id, title=doc.title, summary=doc.summary, date=doc.date, section=doc.section, kind=doc.kind
     )
-
-
-def words(text: str) -> list[str]:
-    """Lower-case content words (letters only, three or more, no stopwords)."""
-    return [w for w in _WORD_RE.findall(text.casefold()) if len(w) >= 3 and w not in tpl.STOPWORDS]
-
-
-class LexicalIndex:
-    """BM25 over each document's title, summary, tags and section: the retrieval the dialogues assume."""
-
-    def __init__(self, documents: Sequence[SourceDocument], *, k1: float = 1.2, b: float = 0.75) -> None:
-        self.postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self.length: dict[int, int] = {}
-        for d in documents:
-            counts = Counter(words(" ".join((d.title, d.summary, " ".join(d.tags), d.section))))
-            self.length[d.id] = sum(counts.values())
-            for term, tf in counts.items():
-                self.postings[term].append((d.id, tf))
-        self.avg_len = max(sum(self.length.values()) / max(len(documents), 1), 1.0)
-        self.k1, self.b, self.n = k1, b, len(documents)
-
-    def scores(self, query_words: Iterable[str]) -> dict[int, float]:
-        """BM25 score of every document with at least one query word."""
-        out: dict[int, float] = defaultdict(float)
-        for term in set(query_words):
-            postings = self.postings.get(term, ())
-            idf = math.log(1 + (self.n - len(postings) + 0.5) / (len(postings) + 0.5))
-            for doc_id, tf in postings:
-                norm = self.k1 * (1 - self.b + self.b * self.length[doc_id] / self.avg_len)
-                out[doc_id] += idf * tf * (self.k1 + 1) / (tf + norm)
-        return out
-
-    def similar(
-        self,
-        docs: Sequence[SourceDocument],
-        *,
-        k: int | None = None,
-        exclude: Iterable[int] = (),
-        min_share: float = 0.0,
-    ) -> list[int]:
-        """Ids of the documents (`k` at most) sharing words with the title and tags of `docs`, best first.
-
-        Only documents scoring at least `min_share` of the best score count: one shared common word is no likeness.
-        """
-        query = [w for w in words(" ".join(f"{d.title} {' '.join(d.tags)}" for d in docs)) if w not in _KIND_WORDS]
-        skip = set(exclude) | {d.id for d in docs}
-        ranked = sorted((-s, i) for i, s in self.scores(query).items() if i not in skip and s > 0)
-        floor = -ranked[0][0] * min_share if ranked else 0.0
-        return [i for s, i in ranked[:k] if -s >= floor]
 
 
 @dataclass
@@ -122,13 +70,13 @@ class Planner:
             self.by["month"][d.date[:7]].append(d)
             for author in d.authors:
                 self.by["author"][author].append(d)
-            for word in set(_WORD_RE.findall(context_line(item_of(d)).casefold())):
+            for word in set(WORD_RE.findall(context_line(item_of(d)).casefold())):
                 self._visible[word].add(d.id)
         # Words of title, whole summary and tags: a distractor must not be about the topic in what a retrieval
         # would match on (the body is left out: reading every body would make planning cost the corpus's size).
         self._words: dict[str, set[int]] = defaultdict(set)
         for d in self.docs:
-            for word in set(_WORD_RE.findall(" ".join((d.title, d.summary, *d.tags)).casefold())):
+            for word in set(WORD_RE.findall(" ".join((d.title, d.summary, *d.tags)).casefold())):
                 self._words[word].add(d.id)
         self.dated = [d for d in self.newest if d.date]
         self._shows_cache: dict[str, list[SourceDocument]] = {}
@@ -303,7 +251,7 @@ class Planner:
                 return self.rng.choice(absent)
         doc = self.rng.choice(list(docs or self.docs))
         tags = [t.casefold() for t in doc.tags if any(d.id == doc.id for d in self._shows(t.casefold()))]
-        title_words = [w for w in words(doc.title) if len(w) >= 4 and w not in _KIND_WORDS]
+        title_words = [w for w in words(doc.title) if len(w) >= 4 and w not in KIND_WORDS]
         # Tags name topics; title words only sometimes, as readers ask about things titles mention.
         candidates = tags if tags and (not title_words or self.rng.random() < 0.75) else title_words
         return self.rng.choice(candidates) if candidates else (words(doc.title) or [doc.title.casefold()])[0]
@@ -312,7 +260,7 @@ class Planner:
         """Documents whose context line shows `term` (or its plural), newest first."""
         if term not in self._shows_cache:
             pattern = re.compile(rf"(?<!\w){re.escape(term)}(?:s|es)?(?!\w)")
-            first = (_WORD_RE.findall(term) or [""])[0]
+            first = (WORD_RE.findall(term) or [""])[0]
             ids = self._visible.get(first, set()) | self._visible.get(first + "s", set())
             ids |= self._visible.get(first + "es", set())
             docs = [self.by_id[i] for i in ids]
@@ -323,7 +271,7 @@ class Planner:
         """Ids of the documents whose title, summary or tags hold every word of `term` (or its plural)."""
         if term not in self._mentions_cache:
             found: set[int] | None = None
-            for word in _WORD_RE.findall(term.casefold()):
+            for word in WORD_RE.findall(term.casefold()):
                 ids = (
                     self._words.get(word, set())
                     | self._words.get(word + "s", set())
