@@ -20,6 +20,7 @@ from .corpus import SourceDocument
 from .lexical_index import KIND_WORDS, WORD_RE, LexicalIndex, words
 
 NOTHING_RATE = 0.12  # share of opening questions about something the catalog does not hold
+TAG_SHARE = 0.85  # topics asked about: a tag of a document this often, else a word of its title
 NEIGHBOUR_SHARE = 0.4  # "more like that" offers documents scoring at least this share of the best neighbour
 
 
@@ -253,7 +254,7 @@ class Planner:
         tags = [t.casefold() for t in doc.tags if any(d.id == doc.id for d in self._shows(t.casefold()))]
         title_words = [w for w in words(doc.title) if len(w) >= 4 and w not in KIND_WORDS]
         # Tags name topics; title words only sometimes, as readers ask about things titles mention.
-        candidates = tags if tags and (not title_words or self.rng.random() < 0.75) else title_words
+        candidates = tags if tags and (not title_words or self.rng.random() < TAG_SHARE) else title_words
         return self.rng.choice(candidates) if candidates else (words(doc.title) or [doc.title.casefold()])[0]
 
     def _shows(self, term: str) -> list[SourceDocument]:
@@ -289,8 +290,13 @@ class Planner:
         return self.rng.choice(names)
 
 
-def _gist(summary: str, limit: int = 70) -> str:
+def _gist(summary: str, limit: int = 90) -> str:
+    """The summary's first sentence, or its first clause when the sentence is long; "" when neither fits.
+
+    Never a sentence cut mid-way: a model copies what it sees, trailing "…" included.
+    """
     first = re.split(r"(?<=[.!?])\s", summary.strip(), maxsplit=1)[0].rstrip(".!?")
-    if len(first) > limit:
-        first = first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
-    return first
+    if len(first) <= limit:
+        return first
+    clause = re.split(r",\s|;\s|:\s|\s[\u2013\u2014-]\s", first, maxsplit=1)[0]
+    return clause if 25 <= len(clause) <= limit else ""

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import count, islice
 
 from . import dialogue_templates as tpl
-from .chat_format import CITATION_RE, DEFAULT_SYSTEM_PROMPT, messages_build
+from .chat_format import DEFAULT_SYSTEM_PROMPT, citations_ground, messages_build
 from .corpus import SourceDialogue, SourceDocument
 from .dialogue_planner import DialogueTurn, Planner, item_of
 
@@ -120,8 +120,7 @@ def dialogue_from_source(dialogue: SourceDialogue, *, system: str = DEFAULT_SYST
     turns: list[list[str]] = []
     for role, text in dialogue.turns:
         if role == "assistant":
-            text = " ".join(CITATION_RE.sub("", text).split(" ")).replace(" .", ".").replace(" ,", ",")
-            text = "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
+            text = citations_ground(text, ())[0]
         if role not in ("user", "assistant") or not text.strip() or (not turns and role == "assistant"):
             continue
         if turns and turns[-1][0] == role:
