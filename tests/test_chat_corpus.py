@@ -203,6 +203,8 @@ def test_stats_count_what_happened():
     assert seen[-1] == 1.0
 
 
-def test_validation_share_out_of_range_is_refused():
-    with pytest.raises(ValueError):
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="validation_share"):
         corpus_build([article(1)], validation_share=1.0)
+    with pytest.raises(ValueError, match="document ids"):
+        corpus_build([article(1), article(1, seed=5)])

@@ -97,13 +97,17 @@ def corpus_build(
     of the documents (and at least 3) are dropped as boilerplate. A text goes to validation when the hash of
     its id and `seed` falls under `validation_share`, so its side never depends on the other texts; only
     when that leaves a side empty (two texts or more) does the text nearest the boundary move over.
-    `progress(fraction)` is called as texts are processed; it may raise to stop.
+    `progress(fraction)` is called as texts are processed; it may raise to stop. Raises ValueError for a
+    `validation_share` outside [0, 1) and for repeated document or dialogue ids.
     """
     if not 0.0 <= validation_share < 1.0:
         raise ValueError("validation_share must be in [0, 1)")
     counts: Counter = Counter()
     docs = sorted(documents, key=lambda d: d.id)
     convs = sorted(dialogues, key=lambda d: d.id)
+    for name, ids in (("document", [d.id for d in docs]), ("dialogue", [d.id for d in convs])):
+        if len(set(ids)) != len(ids):  # the split and the hash key texts by id
+            raise ValueError(f"{name} ids must be unique")
     cleaned_docs = [_document_clean(d, counts) for d in docs]
     repeated = _repeated_lines(cleaned_docs, repeated_line_share)
     candidates: list[tuple[str, str, SourceDocument | SourceDialogue]] = []
