@@ -291,7 +291,9 @@ async def test_a_users_own_model_of_another_architecture_serves_from_chat_model(
 # --- Cancelling, a full queue, timeouts ----------------------------------------------------------
 
 
-LONG = dataclasses.replace(GREEDY, max_new_tokens=512)
+# Built directly, past the 512 a reader may ask for: about ten seconds of tokens, so a slot freed within
+# a second was freed by cancelling, not by the reply running out.
+LONG = dataclasses.replace(GREEDY, max_new_tokens=2000)
 
 
 @db
@@ -312,7 +314,7 @@ async def test_cancelling_the_reply_frees_its_scheduler_slot(engine, models):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: scheduler.load == (0, 0), what="the slot freed")
+    await wait_for(lambda: scheduler.load == (0, 0), timeout=1.0, what="the slot freed")
 
 
 @db
@@ -329,7 +331,7 @@ async def test_a_full_queue_is_busy_with_a_retry_hint(engine, engine_settings, m
     assert busy.value.code == "busy" and busy.value.retry_after_ms >= 50
 
     await iterator.aclose()  # the reader went away: the place is free again
-    await wait_for(lambda: engine._served.scheduler.load == (0, 0), what="the slot freed")
+    await wait_for(lambda: engine._served.scheduler.load == (0, 0), timeout=1.0, what="the slot freed")
     _, result = await reply(engine, "jazz", decoding=dataclasses.replace(GREEDY, max_new_tokens=4))
     assert result.completion_tokens == 4
 
@@ -342,7 +344,7 @@ async def test_a_reply_over_the_time_limit_is_stopped(engine, engine_settings, m
     with pytest.raises(EngineTimeout) as timeout:
         await reply(engine, "climate", decoding=LONG)
     assert timeout.value.code == "timeout"
-    await wait_for(lambda: engine._served.scheduler.load == (0, 0), what="the timed-out request cancelled")
+    await wait_for(lambda: engine._served.scheduler.load == (0, 0), timeout=1.0, what="the request cancelled")
 
 
 # --- No model; a model swap -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from .base import (
     Recommendation,
 )
 from .batching import BatchScheduler, Finish, QueueFull, Reason, SchedulerStopped
-from .context import context_build
+from .context import ContextTooSmall, context_build
 from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
 from .loading import LoadedModel, model_load
@@ -98,9 +98,14 @@ def _status_set(**changes) -> None:
     with _status_lock:
         if all(_status.get(key) == value for key, value in changes.items()):
             return  # unchanged: no cache write (this can run on the event loop)
-        if changes.get("state") != _status["state"]:
+        if "state" in changes and changes["state"] != _status["state"]:
             changes["since"] = timezone.now().isoformat()
         _status.update(changes)
+    _status_publish()
+
+
+def _status_publish() -> None:
+    with _status_lock:
         snapshot = dict(_status)
     try:
         cache.set(STATUS_KEY, snapshot, timeout=None)
@@ -283,19 +288,25 @@ class LMGeneration(Generation):
             params = dataclasses.replace(
                 params, max_new_tokens=max(min(params.max_new_tokens, previous // 2), min(SHORTER_FLOOR, previous))
             )
-        budget = served.loaded.max_context - params.max_new_tokens
+        # The prompt keeps at least half the model's context: a reply asking for more new tokens than
+        # the rest gets what is left (the scheduler stops it when the context is full).
+        max_context = served.loaded.max_context
+        budget = max(max_context - params.max_new_tokens, max_context // 2)
         if settings.MEDIACHAT.get("CONTEXT_TOKENS"):
             budget = min(budget, settings.MEDIACHAT["CONTEXT_TOKENS"])
-        built = await loop.run_in_executor(
-            None,
-            lambda: context_build(
-                tokenizer,
-                question=self.request.text,
-                items=[item.context_item() for item in prepared.items],
-                history=self.request.history,
-                budget_tokens=budget,
-            ),
-        )
+        try:
+            built = await loop.run_in_executor(
+                None,
+                lambda: context_build(
+                    tokenizer,
+                    question=self.request.text,
+                    items=[item.context_item() for item in prepared.items],
+                    history=self.request.history,
+                    budget_tokens=budget,
+                ),
+            )
+        except ContextTooSmall as exc:
+            raise EngineError(f"The prompt budget is too small for this model: {exc}") from None
 
         queue: asyncio.Queue[int | Finish] = asyncio.Queue()
 
@@ -385,11 +396,13 @@ class LMEngine(Engine):
 
     def target(self) -> Target | None:
         """The model that should serve (blocking: may query the registry; at most every CHECK_SECONDS)."""
-        path = settings.MEDIACHAT.get("CHAT_MODEL") or ""
-        if path:
-            return Target(path, None)
         now = time.monotonic()
         if now - self._checked_at < CHECK_SECONDS:
+            return self._wanted
+        _status_publish()  # now and then, in case the cache lost it (a restart, an eviction)
+        path = settings.MEDIACHAT.get("CHAT_MODEL") or ""
+        if path:
+            self._wanted, self._checked_at = Target(path, None), now
             return self._wanted
         from training.models import ModelKind, ModelVersion
 
@@ -473,6 +486,7 @@ class LMEngine(Engine):
             if failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS:
                 return None
             done: Future = Future()
+            done.set_running_or_notify_cancel()  # running: nobody can cancel it
             self._loading = (target, done)
         threading.Thread(target=self._load, args=(target, done), name="chat-model-load", daemon=True).start()
         return done
@@ -487,7 +501,8 @@ class LMEngine(Engine):
         while True:
             served = self._served
             if served is None and loading is not None and target is not None:
-                served = await asyncio.wrap_future(loading)
+                # Shielded: a reply cancelled while it waits must not cancel the load others wait for.
+                served = await asyncio.shield(asyncio.wrap_future(loading))
                 loading = None
                 if served is None:
                     served = self._served
@@ -522,7 +537,7 @@ class LMEngine(Engine):
         params = request.decoding or decoding_defaults()
         follow = followup_resolve(request.text, request.history)
         found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
-        if not found and follow.kind != Kind.LATEST:  # nothing on the topic: what is new, as search does
+        if not found and follow.kind == Kind.SEARCH:  # nothing on the topic: what is new, as search does
             found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
             found = [Found(f.content, f"Nothing matched; recent: {f.why[0].lower()}{f.why[1:]}") for f in found]
         return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found))
@@ -579,13 +594,16 @@ class LMEngine(Engine):
         """One sentence naming the items, as the search-only engine writes it."""
         follow, items = prepared.follow, prepared.items
         topic = " ".join(follow.terms[:6])
+        on_topic = f" on {topic}" if topic else ""
         if not items:
-            return f"I couldn't find anything on {topic} in the catalog." if topic else "Nothing is published yet."
+            if follow.kind in (Kind.OLDER, Kind.NEWER):
+                return f"I found nothing {follow.kind}{on_topic} in the catalog."
+            if follow.kind == Kind.MORE:
+                return "I found nothing more like that in the catalog."
+            return f"I couldn't find anything{on_topic} in the catalog."
         described = quoted_list([item.described for item in items[: settings.MEDIACHAT["RECOMMENDATIONS"]]])
-        if follow.kind == Kind.OLDER:
-            return f"Older{' on ' + topic if topic else ''}: {described}."
-        if follow.kind == Kind.NEWER:
-            return f"Newer{' on ' + topic if topic else ''}: {described}."
+        if follow.kind in (Kind.OLDER, Kind.NEWER):
+            return f"{follow.kind.capitalize()}{on_topic}: {described}."
         if follow.kind == Kind.ITEM:
             return f"Here it is: {described}."
         if follow.kind == Kind.SHORTER:
