@@ -13,7 +13,6 @@ import msgpack
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from mediachat.engine import (
     Citation,
@@ -41,7 +40,7 @@ from mediachat.engine.retrieval import RetrievalEngine
 from tests.conftest import ROOT, child_env, stop, wait_until
 from tests.ws_support import seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]  # engine processes read the catalog
 
 RETRIEVAL = "mediachat.engine.retrieval.RetrievalEngine"
 ACCEPT_S = 2.0

@@ -329,6 +329,11 @@ class ReplyWriter:
         self.heartbeat = asyncio.create_task(self._beat())
 
     def add(self, piece: str) -> None:
+        """Queue `piece`; raises what stopped the previous message (a reply channel full for too long)."""
+        if self.flusher is not None and self.flusher.done() and not self.flusher.cancelled():
+            failure = self.flusher.exception()
+            if failure is not None:
+                raise failure
         self.buffer.append(piece)
         self.pieces += 1
         if self.flusher is None or self.flusher.done():
