@@ -201,6 +201,11 @@ def test_more_like_that_and_shorter(plans):
     for turns in last_turns(plans, "more"):
         shown = {i for t in turns[:-1] for i in t.relevant_ids}
         assert not shown & set(turns[-1].relevant_ids)
+        refs = [BY_ID[i] for i in turns[-2].relevant_ids]
+        ref_words = set(words(" ".join(f"{d.title} {' '.join(d.tags)}" for d in refs))) - {"podcast", "video"}
+        for doc_id in turns[-1].relevant_ids:
+            doc = BY_ID[doc_id]
+            assert ref_words & set(words(f"{doc.title} {doc.summary} {' '.join(doc.tags)} {doc.section}"))
     for turns in last_turns(plans, "shorter"):
         prev, turn = turns[-2], turns[-1]
         assert turn.context_ids == prev.relevant_ids
