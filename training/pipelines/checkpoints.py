@@ -49,9 +49,11 @@ def checkpoint_find(parent: Path) -> Path | None:
     for leftover in parent.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
     current = parent / CHECKPOINT
-    if current.is_dir():
-        return current
     old = sorted(parent.glob(f"{CHECKPOINT}.old-*"), key=lambda p: p.stat().st_mtime)
+    if current.is_dir():
+        for stale in old:
+            shutil.rmtree(stale, ignore_errors=True)
+        return current
     return old[-1] if old else None
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW decay, on matrices only (not norms or biases)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas; 0.95 is steadier than 0.999 on short runs
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    eval_every: int = 50  # steps between validation evaluations (also at step 0 and at the end)
+    eval_every: int = 50  # steps between validation evaluations (also at step 0 and at the end); 0: only those
     eval_batches: int = 4  # validation batches per evaluation (the same ones each time)
     checkpoint_every: int = 50  # steps between checkpoints (also at the end and on cancel); 0: only those
     seed: int = 0  # seeds torch, random and numpy, and the order of the training batches
@@ -229,7 +229,7 @@ def train(
         state["step"] += 1
         step = state["step"]
         row = {"step": step, "train_loss": round(float(loss.detach()), 5), "val_loss": None, "lr": lr}
-        if step % config.eval_every == 0 or step == config.steps:
+        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
             row["val_loss"] = state["val_loss"] = evaluate(model, val_batches)
         state["history"].append(row)
         if progress:
