@@ -247,3 +247,32 @@ def test_real_conversations_become_messages_without_ungrounded_citations(tokeniz
     mask = list(encoded["assistant_masks"])
     assert any(mask) and mask[-1] == 1 and encoded["input_ids"][-1] == tokenizer.convert_tokens_to_ids(END)
     assert dialogue_from_source(SourceDialogue(id="c2", turns=(("user", "Hi?"),))) == []
+
+
+def test_a_real_reply_keeps_citations_of_the_items_it_had_in_view(tokenizer):
+    source = SourceDialogue(
+        id="c3",
+        turns=(
+            ("user", "Anything on climate?"),
+            ("assistant", "Try Glaciers are melting faster [#6]."),
+            ("user", "More like that."),
+            ("assistant", "Climate talks end without a deal [#5] and Rovers find ice on the Moon [#9]."),
+        ),
+    )
+    messages = dialogue_from_source(source, contexts={1: [item_of(BY_ID[6])], 3: [item_of(BY_ID[5])]})
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "context", "user", "assistant"]
+    assert messages[2]["content"] == "Try Glaciers are melting faster."  # history: no context in view
+    assert context_ids(messages) == [5]
+    assert messages[-1]["content"] == "Climate talks end without a deal [#5] and Rovers find ice on the Moon."
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    assert encoded["assistant_masks"][-1] == 1
+    # Without an entry for the last reply there is no context turn, and no citation survives.
+    assert [m["role"] for m in dialogue_from_source(source, contexts={1: [item_of(BY_ID[6])]})] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]

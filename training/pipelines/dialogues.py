@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import count, islice
 
 from . import dialogue_templates as tpl
-from .chat_format import DEFAULT_SYSTEM_PROMPT, citations_ground, messages_build
+from .chat_format import DEFAULT_SYSTEM_PROMPT, ContextItem, citations_ground, messages_build
 from .corpus import SourceDialogue, SourceDocument
 from .dialogue_planner import DialogueTurn, Planner, item_of
 
@@ -109,26 +109,41 @@ def heldout_questions(
     return out
 
 
-def dialogue_from_source(dialogue: SourceDialogue, *, system: str = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
-    """A real conversation as chat messages: `[system, user, assistant, user, assistant, ...]`, or [] if unusable.
+def dialogue_from_source(
+    dialogue: SourceDialogue,
+    *,
+    system: str = DEFAULT_SYSTEM_PROMPT,
+    contexts: Mapping[int, Sequence[ContextItem]] | None = None,
+) -> list[dict]:
+    """A real conversation as chat messages ending with a reply, or [] when it has no reader turn and reply.
 
-    The items the reader saw were not recorded with the conversation, so there is no context turn, and
-    citations are removed from the assistant's turns: a model must not learn to cite what it cannot see.
-    Consecutive turns of one role are merged, leading assistant turns and trailing user turns dropped, so
-    the conversation starts with the reader and ends with a reply (the assistant-only loss has a target).
+    Consecutive turns of one role are merged, leading assistant turns and trailing reader turns dropped.
+    `contexts` maps an index of `dialogue.turns` (an assistant turn) to the catalog items it had in view,
+    e.g. the items it cited. When the last reply has an entry, the result is the engine's layout,
+    `[system, *history, context, user, assistant]`, and that reply keeps its citations of those items.
+    Otherwise there is no context turn: `[system, user, assistant, ...]`. Citations are removed from every
+    other reply: a model must not learn to cite what it cannot see.
     """
-    turns: list[list[str]] = []
-    for role, text in dialogue.turns:
-        if role == "assistant":
-            text = citations_ground(text, ())[0]
-        if role not in ("user", "assistant") or not text.strip() or (not turns and role == "assistant"):
+    turns: list[list] = []  # [role, text, index in dialogue.turns of its last part]
+    for index, (role, text) in enumerate(dialogue.turns):
+        text = text.strip()
+        if role not in ("user", "assistant") or not text or (not turns and role == "assistant"):
             continue
         if turns and turns[-1][0] == role:
-            turns[-1][1] += "\n" + text.strip()
+            turns[-1][1] += "\n" + text
+            turns[-1][2] = index
         else:
-            turns.append([role, text.strip()])
+            turns.append([role, text, index])
     if turns and turns[-1][0] == "user":
         turns.pop()
     if not turns:
         return []
-    return [{"role": "system", "content": system}, *({"role": r, "content": t} for r, t in turns)]
+    items = (contexts or {}).get(turns[-1][2])
+    reply = citations_ground(turns[-1][1], [item.id for item in items or ()])[0]
+    earlier = [(role, citations_ground(text, ())[0] if role == "assistant" else text) for role, text, _ in turns[:-1]]
+    if items is None:
+        history = [{"role": role, "content": text} for role, text in earlier]
+        return [{"role": "system", "content": system}, *history, {"role": "assistant", "content": reply}]
+    (_, question), history = earlier[-1], earlier[:-1]
+    messages = messages_build(question=question, items=list(items), history=history, system=system)
+    return [*messages, {"role": "assistant", "content": reply}]
