@@ -1,6 +1,7 @@
 """The engine in its own process: real `manage.py run_engine` processes on Redis, the client in this one."""
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -164,12 +165,18 @@ def test_request_and_result_survive_the_wire():
     assert result_from_wire(msgpack.unpackb(msgpack.packb(result_to_wire(result)))) == result
 
 
+def as_the_consumer_sends(engine: Engine, request: EngineRequest) -> EngineRequest:
+    wanted = engine.history_turns(request.text)
+    return dataclasses.replace(request, history=request.history[-wanted:] if wanted else ())
+
+
 async def test_a_reply_streams_from_the_engine_process_as_it_would_in_process(engines):
     await database_sync_to_async(seed_catalog)()
     process = engines("--concurrency", "2")
+    remote, local = ChannelLayerEngine(), RetrievalEngine()
 
-    pieces, result, generation = await run(ChannelLayerEngine(), climate_request())
-    local_pieces, local_result, _ = await run(RetrievalEngine(), climate_request())
+    pieces, result, generation = await run(remote, as_the_consumer_sends(remote, climate_request()))
+    local_pieces, local_result, _ = await run(local, as_the_consumer_sends(local, climate_request()))
 
     assert pieces == local_pieces and len(pieces) > 5
     assert result == local_result
@@ -177,6 +184,22 @@ async def test_a_reply_streams_from_the_engine_process_as_it_would_in_process(en
     assert {r.title for r in result.recommendations} == {"Glaciers in retreat", "The climate podcast: carbon markets"}
     assert generation.server is not None and generation.model_version_id is None
     wait_until(lambda: f"request {generation.request_id} done" in process.output(), timeout=5, what="done logged")
+
+    # A follow-up names no topic: the engine process keeps the turns its engine asks for, and finds the topic.
+    follow_up = dataclasses.replace(
+        climate_request("more like that"),
+        history=(
+            Turn("user", "music"),
+            Turn("assistant", "Here is one piece on music: “Jazz in the city”."),
+            *[Turn("user", "thanks"), Turn("assistant", "You're welcome.")] * 3,
+            Turn("user", "climate"),
+            Turn("assistant", "Here is one piece on climate: “Glaciers in retreat” (Science)."),
+        ),
+    )
+    pieces, result, _ = await run(remote, as_the_consumer_sends(remote, follow_up))
+    local_pieces, local_result, _ = await run(local, as_the_consumer_sends(local, follow_up))
+    assert pieces == local_pieces and result == local_result
+    assert result.intent == "follow_up" and result.text.startswith("More on climate: “The climate podcast")
 
 
 async def test_a_long_reply_travels_in_few_messages(engines):

@@ -56,6 +56,7 @@ PACE_S = 0.02  # at most one pieces message per reply this often: tokens produce
 TIMEOUT_MARGIN_S = 5.0  # the client waits this much beyond ENGINE_TIMEOUT_S for the server's own timeout
 STALL_LIMIT_S = 10.0  # a reply channel full this long: the server gives the reply up
 BUSY_RETRY_MS = 1000
+HISTORY_TURNS = 20  # turns a web process sends with each request; the served engine keeps what it wants
 HOPS = 2  # a full engine process passes a request back to the channel this many times before answering busy
 
 
@@ -183,7 +184,8 @@ class RemoteGeneration(Generation):
                     message = await asyncio.wait_for(inbox.get(), wait)
                 except TimeoutError:
                     if self.server is None:
-                        ended = True  # the request expires unserved: no engine will start it now
+                        # Expired unserved, as a rule; should an engine take it late all the same, the cancel
+                        # sent from `finally` stops it.
                         raise EngineUnavailable(
                             f"No engine process took the request within {accept_s:g} s; "
                             "is `manage.py run_engine` running?"
@@ -276,8 +278,9 @@ class ChannelLayerEngine(Engine):
     name = "remote"
 
     def history_turns(self, text: str) -> int:
-        # The served engine lives in another process; it gets the turns it may want and keeps what it needs.
-        return int(settings.MEDIACHAT.get("ENGINE_HISTORY_TURNS", 8))
+        # The served engine lives in another process: it gets as many turns as any engine may want, and the
+        # server keeps those its engine's own `history_turns` asks for.
+        return int(settings.MEDIACHAT.get("ENGINE_HISTORY_TURNS", HISTORY_TURNS))
 
     def start(self, request: EngineRequest) -> Generation:
         return RemoteGeneration(self, request)
@@ -503,6 +506,8 @@ class EngineServer:
             if message.get("v") != WIRE_VERSION:
                 raise EngineError(f"Unknown engine wire version {message.get('v')!r}.")
             request = request_from_wire(message["request"])
+            wanted = self.engine.history_turns(request.text)
+            request = dataclasses.replace(request, history=request.history[-wanted:] if wanted else ())
             self.counts["accepted"] += 1
             await writer.send(
                 "engine.accepted",
