@@ -245,3 +245,10 @@ def test_stop_cancels_outstanding_requests(model, tokenizer):
     assert {reply.wait().finish.reason for reply in replies} == {"cancelled"}
     with pytest.raises(RuntimeError):
         submit(scheduler, [5, 6], long)
+
+
+def test_sampling_with_top_k_one_is_greedy(model, scheduler):
+    prompt = prompts_of([10], seed=6)[0]
+    params = DecodingParams(strategy="sample", max_new_tokens=12, temperature=1.5, top_k=1, top_p=1.0)
+    sampled = submit(scheduler, prompt, params)[1].wait()
+    assert sampled.tokens == reference(model, prompt, GREEDY)[0]

@@ -59,7 +59,8 @@ def next_tokens(
     generators: list[torch.Generator | None],
 ) -> list[int]:
     """The next token of each row of `logits` [B, V] (float32), decoded as that row's `params` say."""
-    scores = repetition_penalize(logits, seen, penalty)
+    penalised = any(p.repetition_penalty != 1.0 for p in params)
+    scores = repetition_penalize(logits, seen, penalty) if penalised else logits
     chosen = scores.argmax(dim=-1).tolist()
     for row, row_params in enumerate(params):
         if row_params.strategy == Strategy.SAMPLE:
