@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from training.pipelines.charts import loss_chart
 from training.pipelines.chat_format import END, ContextItem, messages_build, tokenizer_train
 from training.pipelines.evaluate import (
     HeldoutReply,
@@ -199,3 +200,29 @@ def test_chat_model_evaluate_reports_every_figure(tiny):
     assert metrics["empty_reply_share"] == 0.0 and metrics["mean_reply_words"] > 4
     without = chat_model_evaluate(model, tokenizer, validation_texts=[], heldout=heldout[:1], embed=None)
     assert without["coherence"] is None and without["val_perplexity"] is None and without["groundedness"] == 1.0
+
+
+# --- the loss curve's geometry ----------------------------------------------------------------------
+
+
+def test_loss_chart_lays_phases_end_to_end():
+    history = {
+        "pretrain": {"train": [[10, 4.0], [20, 3.0]], "validation": [[0, 5.0], [20, 3.5]]},
+        "sft": {"train": [[10, 2.0]], "validation": [[0, 2.5], [10, 2.0]]},
+    }
+    chart = loss_chart(history, width=240, height=124)  # plot 186 by 88 px from (44, 12)
+    train, validation = chart.lines
+    assert train.label == "train loss" and validation.label == "validation loss"
+    # x: steps 0..30 over 186 px; y: loss 2..5 over 88 px, upside down.
+    assert train.points == "106.0,41.33 168.0,70.67 230.0,100.0"
+    assert [(x, y) for x, y, _ in validation.dots] == [(44.0, 12.0), (168.0, 56.0), (168.0, 85.33), (230.0, 100.0)]
+    assert validation.dots[0][2] == "pretrain step 0: validation loss 5.000"
+    assert [(m.x, m.label) for m in chart.markers] == [(168.0, "sft")]  # SFT starts where pre-training ended
+    assert [label.text for label in chart.labels] == ["2.00", "5.00", "0", "step 30"]
+
+
+def test_loss_chart_of_nothing_is_none():
+    assert loss_chart({}) is None
+    assert loss_chart({"pretrain": {"train": [[1, float("nan")]], "validation": []}}) is None
+    flat = loss_chart({"sft": {"train": [[0, 2.0], [5, 2.0]]}})
+    assert flat is not None and len(flat.lines) == 1 and not flat.markers

@@ -250,3 +250,48 @@ def test_a_run_without_a_catalog_fails_with_a_reason(db):
     training_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and "No published content to train on" in run.log
+
+
+def test_admin_reads_a_chat_model_and_follows_a_run(client, django_user_model):
+    run = TrainingRun.objects.create(
+        kind=ModelKind.CHAT_LM,
+        status=TrainingRun.Status.RUNNING,
+        started_at=timezone.now(),
+        progress=0.42,
+        log="".join(f"line {i}\n" for i in range(20)),
+    )
+    metrics = {
+        "val_perplexity": 31.4159,
+        "distinct_1": 0.25,
+        "distinct_2": 0.5,
+        "repetition_rate": 0.125,
+        "coherence": 0.61,
+        "groundedness": 0.75,
+        "heldout_questions": 8,
+        "dataset_hash": "f" * 64,
+        "training": {"parameters": 123456},
+        "samples": [{"question": "Comets <b>now</b>?", "reply": "See [#3]."}],
+        "loss_history": {"pretrain": {"train": [[10, 4.0], [20, 3.0]], "validation": [[0, 5.0]]}, "sft": {}},
+    }
+    version = ModelVersion.objects.create(
+        kind=ModelKind.CHAT_LM, name="chat-x", metrics=metrics, config={"preset": "small"}, training_run=run
+    )
+    plain = ModelVersion.objects.create(kind=ModelKind.RECOMMENDER, name="pop-x", metrics={"hit_rate_at_10": 0.5})
+    client.force_login(django_user_model.objects.create_superuser("boss", "b@example.com", "x"))
+
+    page = client.get(reverse("admin:training_modelversion_change", args=[version.pk])).content.decode()
+    for shown in ("31.42", "0.250", "0.500", "0.125", "0.610", "0.750", "123,456", "small", "f" * 64):
+        assert f'<td class="chat-metric">{shown}</td>' in page, shown
+    assert "Comets &lt;b&gt;now&lt;/b&gt;?" in page  # sample replies are escaped
+    assert page.count('class="loss-line"') == 2 and "pretrain step 0: validation loss 5.000" in page
+    page = client.get(reverse("admin:training_modelversion_change", args=[plain.pk])).content.decode()
+    assert "chat-metric" not in page and "hit_rate_at_10" in page
+
+    page = client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert 'id="run-live"' in page and 'value="42"' in page and "fetch(url" in page
+    live = client.get(reverse("admin:training_trainingrun_progress", args=[run.pk])).json()
+    assert live["percent"] == 42 and not live["finished"] and live["status"] == "running"
+    assert live["log_tail"].split("\n") == [f"line {i}" for i in range(8, 20)]
+    assert client.get(reverse("admin:training_trainingrun_progress", args=[999999])).status_code == 404
+    client.force_login(django_user_model.objects.create_user("nobody", is_staff=True))
+    assert client.get(reverse("admin:training_trainingrun_progress", args=[run.pk])).status_code == 403

@@ -20,6 +20,7 @@ from training.services.runs import (
     recommender_refresh,
     training_run_cancel,
     training_run_execute,
+    training_run_here,
     training_run_launch,
     training_runs_fail_lost,
 )
@@ -120,7 +121,9 @@ def test_launch_queues_a_run_and_enqueues_it_on_commit(db, django_capture_on_com
 
 
 def test_launch_refuses_kinds_without_a_pipeline_and_bad_parameters(db):
-    with pytest.raises(TrainingRunError, match="No training pipeline for kind 'intent' yet; available: recommender"):
+    with pytest.raises(
+        TrainingRunError, match="No training pipeline for kind 'intent' yet; available: chat-lm, recommender"
+    ):
         training_run_launch(kind=ModelKind.INTENT, parameters={}, user_id=None)
     with pytest.raises(TrainingRunError, match="Invalid parameters for a recommender run: Unknown parameters"):
         training_run_launch(kind=ModelKind.RECOMMENDER, parameters={"lr": 0.1}, user_id=None)
@@ -151,6 +154,25 @@ def test_execute_trains_evaluates_and_registers_a_candidate(db, model_dir):
     assert artifact["git_revision"] == head.stdout.strip()
     assert version.config["data"] == artifact["data"] and version.config["half_life_days"] == 5
     assert [p.name for p in path.parent.parent.iterdir()] == [str(run.pk)]  # no temporary folder left behind
+
+
+def test_a_run_here_is_recorded_like_a_launched_one_and_observed(db, model_dir, django_capture_on_commit_callbacks):
+    seed()
+    seen: list[tuple[float, str]] = []
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = training_run_here(
+            kind=ModelKind.RECOMMENDER,
+            parameters={"top_k": 5},
+            user_id=None,
+            observer=lambda fraction, line, phase: seen.append((fraction, line)),
+        )
+    assert not callbacks and not run.celery_task_id  # no Celery job: it ran here
+    assert run.status == TrainingRun.Status.SUCCEEDED and run.model_versions.count() == 1
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0
+    assert any("writing the artifact" in line for _, line in seen)
+    with pytest.raises(TrainingRunError, match="Unknown parameters"):
+        training_run_here(kind=ModelKind.RECOMMENDER, parameters={"lr": 1}, user_id=None)
 
 
 def test_execute_is_a_no_op_for_a_run_it_does_not_hold(db, model_dir):
@@ -189,10 +211,10 @@ def test_execute_marks_failures_with_the_traceback(db, model_dir):
     assert run.status == TrainingRun.Status.FAILED and run.finished_at
     assert "Traceback" in run.log and "ValueError: No interactions to train on" in run.log
     # A row of a kind without a pipeline (made outside the launch service) fails the same way.
-    odd = TrainingRun.objects.create(kind=ModelKind.CHAT_LM)
+    odd = TrainingRun.objects.create(kind=ModelKind.INTENT)
     training_run_execute(run_id=odd.pk)
     odd.refresh_from_db()
-    assert odd.status == TrainingRun.Status.FAILED and "No training pipeline for kind 'chat-lm'" in odd.log
+    assert odd.status == TrainingRun.Status.FAILED and "No training pipeline for kind 'intent'" in odd.log
     assert not ModelVersion.objects.exists() and not (model_dir / "recommender").exists()
 
 

@@ -88,7 +88,7 @@ def loss_chart(
 
     lines = []
     for name, color in (("train", TRAIN_COLOR), ("validation", VALIDATION_COLOR)):
-        rows = sorted(series[name])
+        rows = sorted(series[name], key=lambda row: row[0])  # stable: a phase boundary keeps its order
         if not rows:
             continue
         placed = [(*xy(x, y), tip) for x, y, tip in rows]

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 EVALUATION_FILE = "evaluation.json"
 # Synthetic SFT conversations per preset when a run names no number: about what its SFT steps consume.
 DEFAULT_DIALOGUES = {"tiny": 48, "small": 1600, "base": 8000}
+DEFAULT_HELDOUT = {"tiny": 8, "small": 48, "base": 96}
 STOP_CHECK_INTERVAL_S = 1.0
 # Where each phase's progress lands on the run's 0..1 bar; pre-training and SFT share theirs by token count.
 CORPUS_END, DIALOGUES_END, TOKENIZER_END, TRAIN_END, SAVE_END = 0.03, 0.05, 0.07, 0.86, 0.88
@@ -44,7 +45,7 @@ class ChatLMParameters:
     preset: str = "small"  # model size and training schedule: tiny (tests), small (the demo), base (~30M)
     seed: int = 0  # seeds the corpus split, the synthetic dialogues and both training phases
     dialogues: int | None = None  # synthetic SFT conversations; None: DEFAULT_DIALOGUES of the preset
-    heldout: int = 32  # held-out catalog questions for the groundedness evaluation
+    heldout: int | None = None  # held-out catalog questions for the evaluation; None: DEFAULT_HELDOUT of the preset
     max_new_tokens: int = 64  # reply length cap when generating for the evaluation
     pretrain_steps: int | None = None  # overrides the preset's pre-training steps
     sft_steps: int | None = None  # overrides the preset's SFT steps
@@ -62,7 +63,7 @@ class ChatLMParameters:
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
-            if value is None and name in ("dialogues", "pretrain_steps", "sft_steps"):
+            if value is None and name in ("dialogues", "heldout", "pretrain_steps", "sft_steps"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer from {low} to {high:,}.")
@@ -137,7 +138,7 @@ def training_data_collect(params: ChatLMParameters, progress=None) -> TrainingDa
     real = [m for c in conversations if (d := _sft_conversation(c)) and (m := dialogue_from_source(d))]
     synthetic_train, synthetic_validation = _split(synthetic, params.seed)
     real_train, real_validation = _split(real, params.seed)
-    heldout = heldout_questions(corpus.documents, n=params.heldout, seed=params.seed)
+    heldout = heldout_questions(corpus.documents, n=params.heldout or DEFAULT_HELDOUT[params.preset], seed=params.seed)
     return TrainingData(
         corpus=corpus,
         dialogues_train=synthetic_train + real_train,
