@@ -12,21 +12,36 @@ per client, then runs two phases of CLIENTS concurrent websocket clients on loop
 At the end it checks that every acknowledged message is stored, and prints one JSON line:
 {"clients", "acks_per_s", "echo_per_s", "ratio", "p50_ms", "p95_ms", "lost"}.
 
-Environment: BENCH_CLIENTS (50), BENCH_SECONDS per phase (15), BENCH_WARMUP_SECONDS (3).
+With Redis the replies come from a `manage.py run_engine` process (BENCH_ENGINES of them), as
+`run_platform` deploys the platform, and the server runs production settings (DEBUG off).
+
+Environment: BENCH_CLIENTS (50), BENCH_SECONDS per phase (15), BENCH_WARMUP_SECONDS (3), BENCH_ENGINES (1).
 """
 
 import asyncio
 import json
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    django_setup,
+    engines_ready,
+    free_port,
+    log,
+    percentile,
+    reader_sessions,
+    run_async,
+    server_env,
+    start_engines,
+    start_uvicorn,
+    stop,
+)
+
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
 WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "3"))
@@ -41,48 +56,14 @@ SEED = [
 ]
 
 
-def log(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    if not env.get("DATABASE_URL"):
-        data_dir = Path(env.get("MEDIACHAT_DATA_DIR", ROOT / "var"))
-        data_dir.mkdir(parents=True, exist_ok=True)
-        env["MEDIACHAT_DATA_DIR"] = str(data_dir)
-        # The embedded default, on a file of its own so that the demo's data stays clean.
-        env["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
-    # Production settings (DEBUG off: no query log in every cursor), as a deployment runs.
-    env.setdefault("DJANGO_DEBUG", "0")
-    env.setdefault("DJANGO_SECRET_KEY", "bench-" + "x" * 50)
-    env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
-    env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
-    # The bench measures throughput, not the per-socket limit that protects a real server.
-    env["MEDIACHAT_WS_RATE_PER_S"] = "1000000"
-    env["MEDIACHAT_WS_RATE_BURST"] = "1000000"
-    env.setdefault("LOG_LEVEL", "WARNING")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def prepare(env: dict[str, str]) -> list[str]:
     """Migrate, seed published items and one reader session per client; returns the session keys."""
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mediachat.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    import secrets
+    django_setup(env)
     from datetime import timedelta
 
-    from django.contrib.sessions.backends.db import SessionStore
     from django.db import connections
     from django.utils import timezone
 
-    from personalization.identity import SESSION_READER_KEY
     from personalization.models import Content, Section, Tag
 
     section, _ = Section.objects.get_or_create(name="Bench", defaults={"slug": "bench"})
@@ -102,40 +83,8 @@ def prepare(env: dict[str, str]) -> list[str]:
         if created:
             tag, _ = Tag.objects.get_or_create(name=tag_name, defaults={"slug": f"bench-{tag_name}"})
             content.tags.add(tag)
-    keys = []
-    for _ in range(CLIENTS):
-        session = SessionStore()
-        session[SESSION_READER_KEY] = secrets.token_hex(16)
-        session.create()
-        keys.append(session.session_key)
     connections.close_all()
-    return keys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    cmd = [
-        sys.executable, "-m", "uvicorn", "bench.echo:application",
-        "--host", "127.0.0.1", "--port", str(port), "--ws-max-size", "1048576",
-        "--timeout-graceful-shutdown", "3", "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("uvicorn did not start")
+    return reader_sessions(CLIENTS)
 
 
 @dataclass
@@ -225,12 +174,6 @@ async def run_phase(name: str, make_client) -> Phase:
     return phase
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
 def count_stored(ids: list[int]) -> int:
     from django.db import connections
 
@@ -259,20 +202,14 @@ def main() -> None:
     log(f"database {database}, channel layer {'redis' if env.get('REDIS_URL') else 'in-memory'}")
     session_keys = prepare(env)
     port = free_port()
-    server = start_server(env, port)
+    engines = start_engines(env)
+    if engines:
+        engines_ready(TOPICS[0])
+    server = start_uvicorn(env, port, app="bench.echo:application")
     try:
-        try:
-            import uvloop
-
-            echo, chat = uvloop.run(measure(port, session_keys))
-        except ImportError:
-            echo, chat = asyncio.run(measure(port, session_keys))
+        echo, chat = run_async(measure(port, session_keys))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop([server, *engines])
     stored = count_stored(chat.acked_ids)
     lost = len(set(chat.acked_ids)) - stored
     log(f"{len(chat.acked_ids)} messages acked, {stored} of them stored")
