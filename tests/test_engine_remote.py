@@ -91,9 +91,9 @@ def engine_channel(settings) -> str:
 
 
 class EngineProcess:
-    def __init__(self, channel: str, log: Path, *args: str, delay_ms: int = 0, engine: str = RETRIEVAL):
+    def __init__(self, channel: str, log: Path, *args: str, delay_ms: int = 0, engine: str = RETRIEVAL, **env: str):
         self.log = log
-        env = child_env(MEDIACHAT_ENGINE_CHANNEL=channel, MEDIACHAT_STREAM_DELAY_MS=str(delay_ms))
+        env = child_env(MEDIACHAT_ENGINE_CHANNEL=channel, MEDIACHAT_STREAM_DELAY_MS=str(delay_ms), **env)
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "manage.py", "run_engine", "--engine", engine, *args],
@@ -200,6 +200,68 @@ async def test_a_reply_streams_from_the_engine_process_as_it_would_in_process(en
     local_pieces, local_result, _ = await run(local, as_the_consumer_sends(local, follow_up))
     assert pieces == local_pieces and result == local_result
     assert result.intent == "follow_up" and result.text.startswith("More on climate: “The climate podcast")
+
+
+LM_SETTINGS = {
+    "ENGINE_DEVICE": "cpu",
+    "ENGINE_THREADS": 1,
+    "ENGINE_MAX_BATCH": 4,
+    "ENGINE_QUEUE": 8,
+    "SEMANTIC_SEARCH": False,
+}
+
+
+async def test_a_language_model_served_by_the_engine_process_writes_what_it_writes_in_process(
+    engines, settings, tmp_path
+):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mediachat.engine.lm import LMEngine
+    from tests.test_engine_context import platform_tokenizer
+
+    torch.set_num_threads(1)
+    tokenizer = platform_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    folder = tmp_path / "chat-model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    await database_sync_to_async(seed_catalog)()
+    settings.MEDIACHAT = {**settings.MEDIACHAT, **LM_SETTINGS, "CHAT_MODEL": str(folder)}
+    env = {f"MEDIACHAT_{k}": str(int(v) if isinstance(v, bool) else v) for k, v in LM_SETTINGS.items()}
+    process = engines(
+        "--concurrency", "4", engine="mediachat.engine.lm.LMEngine", MEDIACHAT_CHAT_MODEL=str(folder), **env
+    )
+    request = EngineRequest(
+        text="climate", decoding=DecodingParams(strategy="greedy", max_new_tokens=24, repetition_penalty=1.0)
+    )
+
+    pieces, result, generation = await run(ChannelLayerEngine(), request)
+    local = LMEngine()
+    try:
+        local_pieces, local_result, _ = await run(local, request)
+    finally:
+        local.shutdown()
+
+    assert pieces == local_pieces and len(pieces) > 3
+    assert result == local_result and result.engine == "lm"
+    assert result.completion_tokens == 24  # an untrained model: it runs to its length limit
+    assert generation.model_version_id is None  # a CHAT_MODEL folder, not a registry version
+    assert "loaded engine lm" in process.output()
 
 
 async def test_a_long_reply_travels_in_few_messages(engines):

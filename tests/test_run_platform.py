@@ -103,6 +103,7 @@ def test_serves_runs_a_job_and_stops_on_sigterm(platform):
     assert (b"OMP_NUM_THREADS=1" in worker_env) == ((os.cpu_count() or 1) <= 2)
     # The engine runs inside the web server: the one `run_engine` would serve.
     assert environ(children["web"])["MEDIACHAT_ENGINE"] == settings.MEDIACHAT["ENGINE_SERVED"]
+    assert f"engine    {settings.MEDIACHAT['ENGINE_SERVED']}, inside the web server" in platform.output()
     out = platform.output()
     for line in (f"{platform.url}/", f"{platform.url}/admin/", f"{platform.url}/api/docs/"):
         assert line in out
@@ -216,6 +217,7 @@ def test_with_redis_the_engine_runs_in_processes_of_its_own(tmp_path):
         children = platform.children()
         assert set(children) == {"web", "worker", "beat", "engine1", "engine2"}
         assert environ(children["web"])["MEDIACHAT_ENGINE"] == REMOTE_ENGINE  # the web server holds no engine
+        assert "2 `run_engine` process(es) serving mediachat.engine.retrieval.RetrievalEngine" in platform.output()
 
         done, tokens = asyncio.run(chat(platform.url, session_key, "climate"))
 

@@ -3,10 +3,12 @@
     CUDA_VISIBLE_DEVICES=0 manage.py run_engine &
     CUDA_VISIBLE_DEVICES=1 manage.py run_engine &
 
-Each process loads `MEDIACHAT["ENGINE_SERVED"]` (or `--engine`) once and takes requests from the
+Each process loads `MEDIACHAT["ENGINE_SERVED"]` (or `--engine`) once (an engine with a `warm_up()` starts
+loading its model at once) and takes requests from the
 channel `MEDIACHAT["ENGINE_CHANNEL"]`; Redis hands each request to one of the processes receiving from
 it, so several share the load. SIGTERM or Ctrl-C stops taking requests, lets replies in flight finish
-for `--grace` seconds and ends the rest with an `engine_unavailable` error.
+for `--grace` seconds and ends the rest with an `engine_unavailable` error. A process given the machine
+(or a GPU) alone may set `MEDIACHAT_ENGINE_THREADS` to its cores for torch on CPU.
 """
 
 import asyncio
@@ -51,7 +53,12 @@ class Command(BaseCommand):
         concurrency = concurrency or config["ENGINE_MAX_BATCH"] + config["ENGINE_QUEUE"]
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
-        asyncio.run(self._serve(EngineServer(served, concurrency=concurrency, grace_s=grace)))
+        try:
+            asyncio.run(self._serve(EngineServer(served, concurrency=concurrency, grace_s=grace)))
+        finally:
+            shutdown = getattr(served, "shutdown", None)  # a model engine stops its scheduler threads
+            if callable(shutdown):
+                shutdown()
 
     def _load(self, path: str) -> Engine:
         try:
@@ -63,6 +70,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         logger.info("loading engine %s", path)
         engine = engine_class()
+        warm_up = getattr(engine, "warm_up", None)  # a model engine starts loading its model now, not on a reply
+        if callable(warm_up):
+            warm_up()
         logger.info(
             "loaded engine %s (model version %s) in %.1f s",
             engine.name,

@@ -130,6 +130,14 @@ class Command(BaseCommand):
         beat = [python, "-m", "celery", "-A", "mediachat", "beat", "-l", "INFO",
                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]  # fmt: skip
         web_engine, engines = self._engine_placement(engines)
+        if engines:
+            self._engine_line = (
+                f"  engine    {engines} `run_engine` process(es) serving {settings.MEDIACHAT['ENGINE_SERVED']}"
+            )
+        elif web_engine == REMOTE_ENGINE:
+            self._engine_line = "  engine    `run_engine` processes started elsewhere (--engines 0)"
+        else:
+            self._engine_line = f"  engine    {web_engine}, inside the web server"
         run_engine = [python, str(settings.BASE_DIR / "manage.py"), "run_engine"]
         return [
             Child("web", web, env={"MEDIACHAT_ENGINE": web_engine}),
@@ -221,6 +229,7 @@ class Command(BaseCommand):
             f"  chat      {base}/",
             f"  admin     {base}/admin/",
             f"  API docs  {base}/api/docs/",
+            self._engine_line,
         ]
         lines += self._logins()
         lines += ["Press Ctrl-C to stop the server, the worker, beat and the engine processes.", ""]
