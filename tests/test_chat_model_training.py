@@ -81,22 +81,29 @@ def conversation(user, texts: list[tuple[str, str, int | None]], *, session_key:
 
 
 @pytest.fixture
-def readers(django_user_model):
+def items(db) -> list[Content]:
+    return catalog()
+
+
+@pytest.fixture
+def readers(django_user_model, items):
     """A consenting reader, one who did not consent, an anonymous one, and customer messages of both kinds."""
     yes = django_user_model.objects.create_user("yes")
     ReaderProfile.objects.create(user=yes, training_consent=True)
     no = django_user_model.objects.create_user("no")
     ReaderProfile.objects.create(user=no, training_consent=False)
     up, down = MessageFeedback.Rating.UP, MessageFeedback.Rating.DOWN
-    conversation(
+    comet = items[0]
+    consented = conversation(
         yes,
         [
             ("user", "Anything about CONSENTEDQUESTION comets and telescopes this week?", None),
-            ("assistant", "Yes: read CONSENTEDANSWER about the comet story [#1] and the orbit piece.", up),
+            ("assistant", f"Yes: read CONSENTEDANSWER about the comet story [#{comet.pk}] and [#999999].", up),
             ("user", "And the DOWNRATEDQUESTION about opera festivals in the region?", None),
             ("assistant", "DOWNRATEDANSWER opera opera opera festival festival nonsense.", down),
         ],
     )
+    consented.messages.get(text__contains="CONSENTEDANSWER").cited.add(comet)
     conversation(
         no,
         [
@@ -131,9 +138,7 @@ def readers(django_user_model):
     )
 
 
-def test_only_consented_text_reaches_the_training_data(readers):
-    catalog()
-
+def test_only_consented_text_reaches_the_training_data(readers, items):
     data = training_data_collect(ChatLMParameters(preset="tiny", dialogues=20, heldout=4))
 
     corpus_text = "\n".join(data.corpus.train + data.corpus.validation)
@@ -146,15 +151,17 @@ def test_only_consented_text_reaches_the_training_data(readers):
         "DOWNRATEDQUESTION", "DOWNRATEDANSWER", "UNPUBLISHEDMARKER",
     ):  # fmt: skip
         assert marker not in everything, marker
-    # The rated-up conversation joins SFT, its citation removed (no context turn to ground it).
-    assert "CONSENTEDANSWER" in sft_text and "[#1]" not in sft_text.split("CONSENTEDANSWER")[1][:80]
+    # The rated-up conversation joins SFT, with the item it cited as its context: that citation stays.
+    real = next(d for d in data.dialogues_train + data.dialogues_validation if "CONSENTEDANSWER" in json.dumps(d))
+    assert [m["role"] for m in real] == ["system", "context", "user", "assistant"]
+    assert real[1]["content"].startswith(f"[#{items[0].pk}] The comet story")
+    assert f"[#{items[0].pk}]" in real[-1]["content"] and "[#999999]" not in real[-1]["content"]
     assert data.counts["conversations"] == 1 and data.counts["synthetic"] == 20
     assert data.corpus.stats["documents_out"] == 24 and len(data.heldout) == 4
     assert len(data.corpus.dataset_hash) == 64
 
 
-def test_train_chat_model_registers_a_loadable_evaluated_model(readers, settings, client, django_user_model):
-    items = catalog()
+def test_train_chat_model_registers_a_loadable_evaluated_model(readers, items, settings, client, django_user_model):
     out = StringIO()
 
     call_command(
@@ -211,7 +218,6 @@ def test_train_chat_model_registers_a_loadable_evaluated_model(readers, settings
 
 
 def test_a_cancelled_run_stops_in_training_and_leaves_nothing(readers, settings, django_capture_on_commit_callbacks):
-    catalog()
     with django_capture_on_commit_callbacks():  # the Celery job is not sent; the worker's service runs here
         run = training_run_launch(
             kind=ModelKind.CHAT_LM, parameters={"preset": "tiny", "dialogues": 20, "heldout": 2}, user_id=None

@@ -20,10 +20,12 @@ from django.db import InterfaceError, OperationalError
 
 from training.models import ModelKind, TrainingRun
 from training.pipelines.chat_model import chat_model_load, chat_model_train
-from training.pipelines.corpus import Corpus, SourceDialogue, corpus_build, text_clean
+from training.pipelines.corpus import Corpus, SourceDialogue, SourceDocument, corpus_build
+from training.pipelines.dialogue_planner import item_of
 from training.pipelines.dialogues import dialogue_from_source, dialogues_build, heldout_questions
 from training.pipelines.evaluate import chat_model_evaluate
 from training.pipelines.lm import PRESETS, LMPreset, preset_get
+from training.pipelines.text_cleaning import text_clean
 from training.pipelines.trainer import TrainingCancelled
 from training.selectors import ConsentedConversation, consented_conversations, customer_dialogues, training_documents
 
@@ -97,12 +99,21 @@ class TrainingData:
     counts: dict  # how many SFT conversations came from where
 
 
-def _sft_conversation(consented: ConsentedConversation) -> SourceDialogue | None:
-    """A consented conversation for SFT: up to its last reply rated up, cleaned as the corpus cleans text."""
+def _sft_conversation(consented: ConsentedConversation, documents: dict[int, SourceDocument]) -> list[dict]:
+    """A consented conversation as SFT messages, up to its last reply rated up; [] without one.
+
+    Text is cleaned as the corpus cleans it. The last reply's cited items (those still in the corpus) become
+    its context turn, so it keeps those citations; other replies lose theirs (dialogues.dialogue_from_source).
+    """
     if not consented.rated_up_turns:
-        return None
-    kept = consented.dialogue.turns[: max(consented.rated_up_turns) + 1]
-    return SourceDialogue(id=consented.dialogue.id, turns=tuple((role, text_clean(text)) for role, text in kept))
+        return []
+    last = max(consented.rated_up_turns)
+    # Cleaned turns stay even when empty: `contexts` is keyed by turn index.
+    turns = tuple((role, text_clean(text)) for role, text in consented.dialogue.turns[: last + 1])
+    cited = [item_of(documents[i]) for i in consented.cited.get(last, ()) if i in documents]
+    return dialogue_from_source(
+        SourceDialogue(id=consented.dialogue.id, turns=turns), contexts={last: cited} if cited else None
+    )
 
 
 def _split(items: list, seed: int, every: int = 10) -> tuple[list, list]:
@@ -135,7 +146,8 @@ def training_data_collect(params: ChatLMParameters, progress=None) -> TrainingDa
     synthetic = dialogues_build(
         corpus.documents, n=params.dialogues or DEFAULT_DIALOGUES[params.preset], seed=params.seed
     )
-    real = [m for c in conversations if (d := _sft_conversation(c)) and (m := dialogue_from_source(d))]
+    by_id = {d.id: d for d in corpus.documents}
+    real = [messages for c in conversations if (messages := _sft_conversation(c, by_id))]
     synthetic_train, synthetic_validation = _split(synthetic, params.seed)
     real_train, real_validation = _split(real, params.seed)
     heldout = heldout_questions(corpus.documents, n=params.heldout or DEFAULT_HELDOUT[params.preset], seed=params.seed)
