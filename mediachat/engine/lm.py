@@ -32,6 +32,7 @@ sets `MEDIACHAT_ENGINE_THREADS` to its core count.
 import asyncio
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,7 @@ RETRY_LOAD_SECONDS = 60.0  # a model that failed to load is tried again after th
 CONTEXT_ITEMS = 5  # catalog items retrieved into the prompt
 HISTORY_TURNS = 8  # earlier turns asked of the consumer; the budget drops the oldest when it must
 SHORTER_FLOOR = 16  # "shorter": at most half the previous reply's tokens, but never fewer than this
+UNFINISHED_CITATION_RE = re.compile(r"\[#?\d*$")  # a citation cut off by an interruption: "[#90"
 STATUS_KEY = "mediachat:engine:status"  # in Django's cache, so a web process can show a run_engine's state
 
 
@@ -254,6 +256,17 @@ class LMGeneration(Generation):
         super().__init__()
         self.engine = engine
         self.request = request
+        self.context_ids: frozenset[int] | None = None  # the items the prompt held, once it is built
+
+    def ground(self, text: str) -> str:
+        """`text` (what was streamed so far) without citations of items the prompt did not hold.
+
+        For a reply stored before its result exists (interrupted): the raw pieces may cite what
+        grounding would have removed. Before the prompt is built nothing can have been streamed.
+        """
+        if self.context_ids is None:
+            return text
+        return citations_ground(UNFINISHED_CITATION_RE.sub("", text), self.context_ids)[0]
 
     async def __aiter__(self) -> AsyncIterator[str]:
         engine = self.engine
@@ -307,6 +320,7 @@ class LMGeneration(Generation):
             )
         except ContextTooSmall as exc:
             raise EngineError(f"The prompt budget is too small for this model: {exc}") from None
+        self.context_ids = frozenset(item.id for item in built.items)
 
         queue: asyncio.Queue[int | Finish] = asyncio.Queue()
 
