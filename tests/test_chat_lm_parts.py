@@ -187,3 +187,30 @@ def test_resume_after_cancel_equals_an_uninterrupted_run(tmp_path, tokenizer):
     assert not all(torch.equal(p, q) for p, q in zip(whole.parameters(), other.parameters(), strict=True))
     _, restarted_result = run(tokenizer, data, config, tmp_path / "cut", init_seed=0, resume=False)
     assert restarted_result.history[0]["step"] == 0 and len(restarted_result.history) == 25
+
+
+def test_sft_batches_group_lengths_and_cover_every_dialogue_once_per_epoch(tokenizer):
+    rng = random.Random(0)
+    dialogues = [
+        [
+            *MESSAGES[:3],
+            {"role": "assistant", "content": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60)))},
+        ]
+        for _ in range(70)
+    ]
+    data = SftData.from_dialogues(tokenizer, dialogues, [], max_length=1000)
+    assert len(data.train) == 70
+    batch_size = 4  # groups of 32 examples: 2 full groups (16 batches) and 6 examples left (2 batches)
+    epoch = data.epoch_batches(0, batch_size, seed=3)
+    assert len(epoch) == 18 and sorted(i for b in epoch for i in b) == list(range(70))
+    seen = []
+    for step in range(18):
+        batch = data.batch(step, batch_size, seed=3)
+        seen.append(batch["attention_mask"].sum(1).tolist())
+        assert torch.equal(batch["input_ids"], data.batch(step, batch_size, seed=3)["input_ids"])
+    assert sorted(n for lengths in seen for n in lengths) == sorted(len(e.input_ids) for e in data.train)
+    padded = sum(len(lengths) * max(lengths) for lengths in seen)
+    assert padded < 1.15 * sum(len(e.input_ids) for e in data.train)  # random batches pad far more
+    # The next epoch is another order of the same dialogues.
+    assert data.batch(18, batch_size, seed=3)["input_ids"].shape[0] in (4, 2)
+    assert data.epoch_batches(1, batch_size, seed=3) != epoch
