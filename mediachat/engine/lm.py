@@ -45,6 +45,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from mediachat.selectors import decoding_defaults
+from training.models import ModelKind, ModelVersion
 from training.pipelines.chat_format import ContextItem, citations_ground
 
 from .base import (
@@ -341,15 +343,16 @@ class LMGeneration(Generation):
             raise EngineError("The chat model was being replaced; please send your message again.") from None
 
         timeout_s = settings.MEDIACHAT.get("ENGINE_TIMEOUT_S") or 0
-        deadline = loop.time() + timeout_s if timeout_s > 0 else None
+        deadline = loop.time() + timeout_s if timeout_s > 0 else None  # None: no limit
         decoder = IncrementalDecoder(tokenizer)
         pieces: list[str] = []
         finish: Finish | None = None
         try:
             while finish is None:
-                remaining = None if deadline is None else deadline - loop.time()
                 try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
+                    # Only the wait is timed: never the consumer's own work while this generator yields.
+                    async with asyncio.timeout_at(deadline):
+                        item = await queue.get()
                 except TimeoutError:
                     raise EngineTimeout(
                         f"The reply took longer than {timeout_s:g} seconds and was stopped.",
@@ -418,8 +421,6 @@ class LMEngine(Engine):
         if path:
             self._wanted, self._checked_at = Target(path, None), now
             return self._wanted
-        from training.models import ModelKind, ModelVersion
-
         row = (
             ModelVersion.objects.active()
             .filter(kind=ModelKind.CHAT_LM)
@@ -544,8 +545,6 @@ class LMEngine(Engine):
 
     def prepare(self, request: EngineRequest) -> Prepared:
         """The model to use, the decoding, the follow-up plan and the items (blocking: queries the database)."""
-        from mediachat.selectors import decoding_defaults
-
         now = timezone.now()
         target = self.target()
         params = request.decoding or decoding_defaults()
