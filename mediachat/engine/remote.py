@@ -12,13 +12,15 @@ sends a heartbeat when it has had nothing to say for `HEARTBEAT_S`. The client c
 ends the reply with an error rather than storing a garbled one. Wire messages (msgpack-able dicts):
 
     web → ENGINE_CHANNEL   engine.request  id, reply, expires, v, request, hops
-    engine → reply         engine.accepted id, server, seq=0, engine, model_version_id
+    engine → reply         engine.accepted id, server, seq, engine, model_version_id
                            engine.pieces   id, seq, pieces          engine.alive  id, seq
                            engine.result   id, seq, pieces, result  engine.error  id, seq, code, detail, retry_after_ms
     web → server           engine.cancel   id      (the task iterating the reply was cancelled)
 
-Every engine → reply message also carries `id` and `server`. A process with every slot taken passes a
-request back to the channel (up to `HOPS` times) so that an idle process can take it, then answers busy.
+Every engine → reply message also carries `id` and `server`; the first (seq 0; an `engine.accepted` only
+when no piece is ready within `ACCEPTED_AFTER_S`) says that the request is taken, by which process and
+with which model. A process with every slot taken passes a request back to the channel (up to `HOPS`
+times) so that an idle process can take it, then answers busy.
 """
 
 import asyncio
@@ -52,7 +54,8 @@ logger = logging.getLogger(__name__)
 WIRE_VERSION = 1
 HEARTBEAT_S = 2.0  # the server speaks at least this often while a reply is in flight
 IDLE_LIMIT_S = 5 * HEARTBEAT_S  # silence after which the client takes the engine process for lost
-PACE_S = 0.02  # at most one pieces message per reply this often: tokens produced meanwhile travel together
+PACE_S = 0.05  # at most one pieces message per reply this often: tokens produced meanwhile travel together
+ACCEPTED_AFTER_S = 0.05  # a reply with no piece by then says `engine.accepted`; otherwise its first piece does
 TIMEOUT_MARGIN_S = 5.0  # the client waits this much beyond ENGINE_TIMEOUT_S for the server's own timeout
 STALL_LIMIT_S = 10.0  # a reply channel full this long: the server gives the reply up
 BUSY_RETRY_MS = 1000
@@ -200,7 +203,7 @@ class RemoteGeneration(Generation):
                 if self.server is not None and message.get("server") != self.server:
                     # Another process took the same request too (channels-redis can hand a message out twice
                     # when two processes receive at once): only the first is heard, the other is stopped.
-                    if message.get("type") == "engine.accepted":
+                    if message.get("seq") == 0 and message.get("type") != "engine.error":
                         _spawn(layer.send(message["server"], {"type": "engine.cancel", "id": self.request_id}))
                     continue
                 if message.get("seq") != expected:
@@ -210,10 +213,10 @@ class RemoteGeneration(Generation):
                     )
                 expected += 1
                 kind = message.get("type")
-                if kind == "engine.accepted":
+                if expected == 1 and kind != "engine.error":  # the first message: the request is taken
                     self.server = message["server"]
                     self.model_version_id = message.get("model_version_id")
-                elif kind in ("engine.pieces", "engine.result"):
+                if kind in ("engine.pieces", "engine.result"):
                     for piece in message.get("pieces") or ():
                         yield piece
                     if kind == "engine.result":
@@ -241,7 +244,7 @@ class RemoteGeneration(Generation):
                         message = await inbox.get()
                         if isinstance(message, BaseException) or message.get("type") == "engine.error":
                             return
-                        if message.get("type") == "engine.accepted":
+                        if message.get("seq") == 0:
                             self.server = message["server"]
             await layer.send(self.server, {"type": "engine.cancel", "id": self.request_id})
         except Exception as exc:  # TimeoutError included: nobody took it, and it expires unserved
@@ -292,11 +295,12 @@ class ChannelLayerEngine(Engine):
 class ReplyWriter:
     """The numbered messages of one reply, pieces coalesced, a heartbeat while quiet."""
 
-    def __init__(self, layer: BaseChannelLayer, channel: str, request_id: str, server: str):
+    def __init__(self, layer: BaseChannelLayer, channel: str, request_id: str, server: str, first: dict | None = None):
         self.layer = layer
         self.channel = channel
         self.request_id = request_id
         self.server = server
+        self.first = first or {}  # fields of the first message, whatever its type
         self.seq = 0
         self.messages = 0
         self.pieces = 0
@@ -312,6 +316,8 @@ class ReplyWriter:
         """Send one message with the next number; waits while the reply channel is full, up to STALL_LIMIT_S."""
         async with self.lock:
             message = {"type": kind, "id": self.request_id, "server": self.server, "seq": self.seq, **fields}
+            if self.seq == 0:
+                message.update(self.first)
             loop = asyncio.get_running_loop()
             stalled_since = loop.time()
             delay = 0.01
@@ -353,13 +359,19 @@ class ReplyWriter:
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
+        wait = ACCEPTED_AFTER_S
         while not self.closing:
             try:
-                await asyncio.wait_for(self.wake.wait(), HEARTBEAT_S)
+                await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
                 pass
-            if not self.closing and loop.time() - self.last_send >= HEARTBEAT_S and not self.lock.locked():
+            if self.closing or self.lock.locked():
+                continue
+            if self.seq == 0:  # no piece yet (a model loading, a queue): say the request is taken
+                await self.send("engine.accepted")
+            elif loop.time() - self.last_send >= HEARTBEAT_S:
                 await self.send("engine.alive")
+            wait = HEARTBEAT_S
 
     async def close(self) -> list[str]:
         """Stop the flusher and heartbeat after their current message; returns the pieces not sent yet."""
@@ -500,7 +512,13 @@ class EngineServer:
 
     async def _serve_one(self, message: dict) -> None:
         request_id = message["id"]
-        writer = ReplyWriter(self.layer, message["reply"], request_id, self.server_channel)
+        writer = ReplyWriter(
+            self.layer,
+            message["reply"],
+            request_id,
+            self.server_channel,
+            first={"engine": self.engine.name, "model_version_id": self.engine.model_version_id},
+        )
         started = time.monotonic()
         try:
             if message.get("v") != WIRE_VERSION:
@@ -509,11 +527,6 @@ class EngineServer:
             wanted = self.engine.history_turns(request.text)
             request = dataclasses.replace(request, history=request.history[-wanted:] if wanted else ())
             self.counts["accepted"] += 1
-            await writer.send(
-                "engine.accepted",
-                engine=self.engine.name,
-                model_version_id=self.engine.model_version_id,
-            )
             writer.start()
             generation = self.engine.start(request)
             try:
