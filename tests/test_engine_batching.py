@@ -2,11 +2,12 @@
 
 import random
 import threading
+import time
 
 import pytest
 import torch
 
-from mediachat.engine.batching import BatchScheduler, Finish, QueueFull
+from mediachat.engine.batching import BatchScheduler, Finish, QueueFull, SchedulerStopped
 from mediachat.engine.decoding import DecodingParams, generate_kwargs
 from training.pipelines.chat_format import ASSISTANT, END, tokenizer_train
 
@@ -252,3 +253,21 @@ def test_sampling_with_top_k_one_is_greedy(model, scheduler):
     params = DecodingParams(strategy="sample", max_new_tokens=12, temperature=1.5, top_k=1, top_p=1.0)
     sampled = submit(scheduler, prompt, params)[1].wait()
     assert sampled.tokens == reference(model, prompt, GREEDY)[0]
+
+
+def test_drain_lets_running_requests_finish_and_refuses_new_ones(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, max_batch=1)
+    params = DecodingParams(strategy="greedy", max_new_tokens=20)
+    replies = [submit(scheduler, p, params)[1] for p in prompts_of([3, 6])]  # one decoding, one waiting
+    drained: list[bool] = []
+    drainer = threading.Thread(target=lambda: drained.append(scheduler.drain(timeout=60)))
+    drainer.start()
+    while True:  # requests that got in before drain() began must finish like the others
+        try:
+            replies.append(submit(scheduler, [5, 6], params)[1])
+        except SchedulerStopped:
+            break
+        time.sleep(0.01)
+    drainer.join()
+    assert drained == [True]
+    assert {r.wait().finish.reason for r in replies} == {"length"}

@@ -58,7 +58,7 @@ class QueueFull(Exception):
 
 
 class SchedulerStopped(RuntimeError):
-    """submit() after stop()."""
+    """submit() after stop() or during drain()."""
 
 
 @dataclass(eq=False)
@@ -244,6 +244,7 @@ class BatchScheduler:
         self._by_id: dict[int, _Request] = {}  # every request not yet finished
         self._beam_done: deque[tuple[_Request, list[int] | None, str]] = deque()
         self._stopping = False
+        self._draining = False  # drain(): no new requests
         self._step_ms = 0.0  # moving average of one decoding step, for the retry hint
         self._batch: _Batch | None = None
         self._beam_queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -267,7 +268,7 @@ class BatchScheduler:
         Raises QueueFull when `max_queue` requests are held already, SchedulerStopped after stop().
         """
         with self._cond:
-            if self._stopping:
+            if self._stopping or self._draining:
                 raise SchedulerStopped("The batch scheduler has stopped.")
             if len(self._by_id) >= self.max_queue:
                 raise QueueFull(self._retry_after_ms())
@@ -298,6 +299,17 @@ class BatchScheduler:
         for thread in (self._thread, self._beam_thread):
             if thread is not threading.current_thread():  # stop() from a callback cannot wait for itself
                 thread.join(timeout)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, let every held one finish, then stop; for swapping models at a request boundary.
+
+        Returns True when all finished within `timeout` seconds; those still running then are cancelled.
+        """
+        with self._cond:
+            self._draining = True
+            drained = self._cond.wait_for(lambda: not self._by_id, timeout)
+        self.stop()
+        return drained
 
     @property
     def load(self) -> tuple[int, int]:
@@ -358,6 +370,8 @@ class BatchScheduler:
         request.done = True
         with self._cond:
             self._by_id.pop(request.id, None)
+            if self._draining and not self._by_id:
+                self._cond.notify_all()
         if reason == Reason.ERROR:
             log.warning("Generation request %s failed: %s", request.id, error)
         try:
