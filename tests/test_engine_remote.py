@@ -334,6 +334,26 @@ async def test_two_engine_processes_share_the_load(engines):
         wait_until(lambda p=process: p.output().count(" done in ") == 1, timeout=5, what="one reply per process")
 
 
+class QuickToGiveUp(ChannelLayerEngine):
+    idle_limit_s = 3.0  # heartbeats come every 2 s
+
+
+async def test_an_engine_process_killed_mid_reply_is_an_error_not_a_hang(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "1", delay_ms=500)
+    generation = QuickToGiveUp().start(climate_request())
+    pieces: list[str] = []
+    with pytest.raises(EngineUnavailable) as error:
+        async for piece in generation:
+            pieces.append(piece)
+            if len(pieces) == 2:
+                process.proc.kill()
+                killed = time.monotonic()
+    assert "stopped answering" in error.value.detail
+    assert 2 < time.monotonic() - killed < 6
+    await cancels_flush()
+
+
 async def test_no_engine_process_is_an_engine_unavailable_error_soon(engine_channel):
     started = time.monotonic()
     with pytest.raises(EngineUnavailable) as error:

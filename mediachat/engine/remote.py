@@ -182,7 +182,7 @@ class RemoteGeneration(Generation):
                 now = loop.time()
                 if now >= deadline:
                     raise EngineTimeout(f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s.")
-                wait = accept_s if self.server is None else min(IDLE_LIMIT_S, deadline - now)
+                wait = accept_s if self.server is None else min(self.engine.idle_limit_s, deadline - now)
                 try:
                     message = await asyncio.wait_for(inbox.get(), wait)
                 except TimeoutError:
@@ -197,7 +197,9 @@ class RemoteGeneration(Generation):
                         raise EngineTimeout(
                             f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s."
                         ) from None
-                    raise EngineUnavailable(f"The engine process stopped answering for {IDLE_LIMIT_S:g} s.") from None
+                    raise EngineUnavailable(
+                        f"The engine process stopped answering for {self.engine.idle_limit_s:g} s."
+                    ) from None
                 if isinstance(message, BaseException):
                     raise EngineUnavailable(f"The channel layer failed: {message}") from message
                 if self.server is not None and message.get("server") != self.server:
@@ -279,6 +281,7 @@ class ChannelLayerEngine(Engine):
     """The client of `manage.py run_engine` processes, over the channel layer (Redis)."""
 
     name = "remote"
+    idle_limit_s = IDLE_LIMIT_S  # silence after which a reply's engine process is taken for lost
 
     def history_turns(self, text: str) -> int:
         # The served engine lives in another process: it gets as many turns as any engine may want, and the
