@@ -90,6 +90,15 @@ def test_chain_trains_saves_and_the_saved_model_stops_at_end_of_turn(tmp_path):
     assert not loaded.training and meta["metrics"] == result.metrics and loaded_tok.chat_template
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model", "work"]  # no temporary folder left
 
+    # Called again with the same inputs, finished phases come back from their checkpoints and only the
+    # folder is written again, replacing the old one whole.
+    again_calls = []
+    again = chain(tmp_path, "a", progress=lambda *args: again_calls.append(args[:2]))
+    assert [c for c in again_calls if c[0] in ("pretrain", "sft")] == []
+    assert again.history == result.history
+    assert json.loads((again.path / META_FILE).read_text())["created_at"] != document["created_at"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model", "work"]
+
 
 def test_same_seed_same_model_and_cancel_then_resume_equals_uninterrupted(tmp_path):
     fast = {"preset": preset_get("tiny", pretrain={"steps": 30, "eval_every": 10}, sft={"steps": 40})}
