@@ -214,3 +214,17 @@ def test_sft_batches_group_lengths_and_cover_every_dialogue_once_per_epoch(token
     # The next epoch is another order of the same dialogues.
     assert data.batch(18, batch_size, seed=3)["input_ids"].shape[0] in (4, 2)
     assert data.epoch_batches(1, batch_size, seed=3) != epoch
+
+
+def test_chat_model_load_takes_a_model_of_another_architecture(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from training.pipelines.chat_model import chat_model_load
+
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=128)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    model, loaded, meta = chat_model_load(tmp_path / "gpt2")
+    assert model.config.model_type == "gpt2" and not model.training and meta == {}
+    prompt = loaded.apply_chat_template(MESSAGES[:3], add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|assistant|>")
