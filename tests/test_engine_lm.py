@@ -108,6 +108,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
             n_head=2,
             n_positions=256,
             eos_token_id=user_tok.eos_token_id,
+            bos_token_id=user_tok.eos_token_id,
         )
     )
     folders = {}
@@ -517,3 +518,39 @@ async def test_shorter_re_answers_with_fewer_tokens(engine, models):
 
     assert result.completion_tokens == 30  # half the previous reply
     assert result.intent == "follow_up" and {"type": "follow_up", "value": "shorter"} in result.entities
+
+
+# --- Through the chat websocket ---------------------------------------------------------------------
+
+
+@db
+async def test_the_chat_socket_streams_stores_and_follows_up_with_the_model(engine_settings, models):
+    from mediachat import engine as engines
+    from mediachat.models import Message
+    from tests.test_ws_protocol import ask, open_socket
+    from tests.ws_support import reader_session
+
+    engine_settings.MEDIACHAT = {**engine_settings.MEDIACHAT, "ENGINE": "mediachat.engine.lm.LMEngine"}
+    engine_settings.MEDIACHAT["DECODING"] = {"repetition_penalty": 1.0}
+    await database_sync_to_async(seed_catalog)()
+    version = await database_sync_to_async(register)(models["cite"])
+    session_key = await database_sync_to_async(reader_session)()
+    engines._load.cache_clear()  # a fresh engine for this test's settings
+    try:
+        socket = await open_socket(session_key)
+        ack, events, done = await ask(socket, "glaciers")
+        tokens = "".join(e["text"] for e in events if e["type"] == "token")
+        assert tokens == REPLY  # streamed raw…
+        assert done["text"] == "Read [#9001] and."  # …stored and sent grounded
+        assert done["model_version"] == version.pk and [c["id"] for c in done["cited"]] == [9001]
+        reply = await database_sync_to_async(Message.objects.get)(pk=done["message_id"])
+        assert (reply.text, reply.model_version_id, reply.engine) == ("Read [#9001] and.", version.pk, "lm")
+
+        # The conversation state reaches the engine: "more like that" leaves out what the reply cited,
+        # so the model's [#9001] is no longer grounded.
+        _, _, more = await ask(socket, "more like that", conversation_id=ack["conversation_id"])
+        assert "[#9001]" not in more["text"] and more["cited"] == []
+        await socket.disconnect()
+    finally:
+        engines.get_engine().shutdown()
+        engines._load.cache_clear()
