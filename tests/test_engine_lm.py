@@ -554,3 +554,9 @@ async def test_the_chat_socket_streams_stores_and_follows_up_with_the_model(engi
     finally:
         engines.get_engine().shutdown()
         engines._load.cache_clear()
+
+
+def test_asking_for_it_shorter_in_other_words():
+    for text in ("make it short", "Keep it brief please", "a shorter answer", "tl;dr"):
+        assert followup_resolve(text, SHOWN).kind == Kind.SHORTER, text
+    assert followup_resolve("short stories about jazz", SHOWN).kind == Kind.SEARCH

@@ -55,17 +55,19 @@ ID_RE = re.compile(r"#(\d+)\b")
 OLDER_RE = re.compile(r"\b(?:older|earlier|before (?:that|those|this|these|then|it|them)|from before|archives?)\b")
 NEWER_RE = re.compile(r"\b(?:newer|more recent|fresher|later|since (?:then|that|those))\b")
 SHORTER_RE = re.compile(
-    r"\b(?:shorter|briefer|more briefly|in brief|in short|tl;? ?dr|fewer words|too long|summari[sz]e (?:that|it))\b"
+    r"\b(?:shorter|briefer|more briefly|in brief|in short|tl;? ?dr|fewer words|too long|summari[sz]e (?:that|it)"
+    r"|(?:make|keep) it (?:short|brief))\b"
 )
+SHORTER_WORDS = frozenset("make keep short brief answer reply version summary".split())  # "a shorter answer"
 MORE_RE = re.compile(
     r"\b(?:more like|similar|like (?:that|those|this|these|it|them)|more of (?:that|those|these|this|the same)"
     r"|another one|others like|anything else|more on (?:that|this|it))\b"
 )
 # Words that point at earlier turns rather than naming a topic (besides retrieval's follow-up words).
+# Kinds of item ("the second video") stay topic words: "podcasts on jazz" is about both.
 REFERENCE_WORDS = frozenset(ORDINALS) | frozenset(
-    """older earlier newer later fresher recent before since archive archives shorter briefer briefly brief short
-    tldr tl dr fewer words long summarise summarize number no item option result results one
-    link suggestion post video podcast""".split()
+    """older earlier newer later fresher recent before since archive archives shorter briefer briefly tldr tl dr
+    fewer summarise summarize number no item option result results one suggestion""".split()
 )
 
 
@@ -143,7 +145,7 @@ def followup_resolve(text: str, history: Sequence) -> FollowUp:
     if last_reply is None and not previous_terms:  # nothing to refer back to
         kind = Kind.SEARCH if terms else Kind.LATEST
         return FollowUp(kind, terms=terms, own_topic=bool(terms), entities=entities)
-    if not terms and last_reply is not None and SHORTER_RE.search(lowered):
+    if last_reply is not None and SHORTER_RE.search(lowered) and set(terms) <= SHORTER_WORDS:
         return FollowUp(Kind.SHORTER, anchor_ids=shown, previous_reply=last_reply.text, **common)
     if direction:
         bound = (anchor,) if anchor is not None else shown
