@@ -560,3 +560,16 @@ def test_asking_for_it_shorter_in_other_words():
     for text in ("make it short", "Keep it brief please", "a shorter answer", "tl;dr"):
         assert followup_resolve(text, SHOWN).kind == Kind.SHORTER, text
     assert followup_resolve("short stories about jazz", SHOWN).kind == Kind.SEARCH
+
+
+@db
+async def test_warm_up_loads_before_the_first_reply_and_shutdown_says_idle(engine, models):
+    version = await database_sync_to_async(register)(models["cite"])
+    await database_sync_to_async(engine.warm_up)()
+    assert lm.engine_status()["state"] in ("loading", "ready")
+    await wait_for(lambda: engine.model_version_id == version.pk, what="the model loaded")
+    status = lm.engine_status()
+    assert status["state"] == "ready" and status["model_version_id"] == version.pk
+    assert status["model_path"] == str(models["cite"])
+    engine.shutdown()
+    assert lm.engine_status()["state"] == "idle" and engine.model_version_id is None

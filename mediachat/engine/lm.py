@@ -87,7 +87,7 @@ STATUS_KEY = "mediachat:engine:status"  # in Django's cache, so a web process ca
 
 
 class State:
-    IDLE = "idle"  # nothing asked yet: the model loads with the first reply (or `LMEngine.warm_up`)
+    IDLE = "idle"  # not serving yet (the model loads with the first reply or `LMEngine.warm_up`), or shut down
     LOADING = "loading"
     READY = "ready"
     NO_MODEL = "no_model"  # no active chat-lm version and no CHAT_MODEL: replies are search results
@@ -540,6 +540,7 @@ class LMEngine(Engine):
             served.retire()
             if not served.stopped:
                 served.scheduler.stop()
+        _status_set(state=State.IDLE, model_path="", model_version_id=None, last_error="")
 
     # One reply's parts.
 
