@@ -5,15 +5,17 @@ One reply:
 1. On a worker thread (the database is blocking): which chat model should serve (checked at most every
    CHECK_SECONDS), the decoding defaults, the follow-up plan against the conversation
    (`followups.followup_resolve`) and the catalog items it retrieves.
-2. The prompt (`context.context_build`): system prompt, history, items and question within the budget,
-   `CONTEXT_TOKENS` or the model's context less the reply's `max_new_tokens`.
+2. The prompt (`context.context_build`): system prompt, history, items and question within the budget:
+   the model's context less the reply's `max_new_tokens` (but never under half the context), capped by
+   `CONTEXT_TOKENS` when set.
 3. The batch scheduler's thread decodes it with every other reply in flight; each token reaches the
    event loop through `call_soon_threadsafe` and is detokenised incrementally (`streaming`).
    Cancelling the iterating task (stop, a newer message, a closed socket) cancels the request in the
    scheduler; a full queue raises `EngineBusy`, a reply over `ENGINE_TIMEOUT_S` `EngineTimeout`.
 4. Grounding: citations of items that were not in the prompt are removed. The pieces streamed are the
    model's raw text; `EngineResult.text` is the grounded text, which the consumer stores and sends in
-   `done`, so the two differ exactly when the model cited an item it was not given.
+   `done`, so the two differ exactly when the model cited an item it was not given. A reply stored
+   before it finished (interrupted) should be stored as `LMGeneration.ground(streamed text)`.
 
 The model: `MEDIACHAT["CHAT_MODEL"]` when set (a user's model; `model_version_id` None), else the active
 chat-lm `ModelVersion`'s `artifact_path`. Loaded once per process, in a background thread. When another
@@ -25,8 +27,8 @@ replies are catalog search results with a notice, and `engine_status()` says why
 Threads: the scheduler thread is the engine's own thread inside the ASGI process on the embedded default.
 torch gets `ENGINE_THREADS`, or 1 when it is 0: on the embedded default the web server, the Celery worker
 and beat share the machine, and two processes with several torch threads each on shared cores run many
-times slower than with one each (docs: NOTES.md, 435 → 18 tok/s). A machine given to the engine alone
-sets `MEDIACHAT_ENGINE_THREADS` to its core count.
+times slower than with one each (measured on 2 cores: 435 → 18 tok/s). A machine given to the engine
+alone (`run_engine`) sets `MEDIACHAT_ENGINE_THREADS` to its core count.
 """
 
 import asyncio
