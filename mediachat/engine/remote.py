@@ -426,6 +426,7 @@ class EngineServer:
         self.server_channel = ""
         self.tasks: dict[str, asyncio.Task] = {}
         self.cancelled_by_client: set[str] = set()
+        self.side_tasks: set[asyncio.Task] = set()
         self.stopping = False
         self.ready = asyncio.Event()
         self.counts = {"accepted": 0, "completed": 0, "failed": 0, "cancelled": 0, "busy": 0, "passed": 0, "expired": 0}
@@ -475,15 +476,21 @@ class EngineServer:
                 # Full here: back into the channel, where another engine process waiting on it takes it first.
                 self.counts["passed"] += 1
                 message = {**message, "hops": hops + 1}
-                asyncio.create_task(self._pass_on(message))  # noqa: RUF006 - one send, errors logged inside
+                self._side(self._pass_on(message))
                 return
             self.counts["busy"] += 1
             logger.info("request %s refused: busy (%d in flight)", request_id, len(self.tasks))
-            asyncio.create_task(self._refuse(reply, request_id))  # noqa: RUF006 - one send, errors logged inside
+            self._side(self._refuse(reply, request_id))
             return
         task = asyncio.create_task(self._serve_one(message))
         self.tasks[request_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
+
+    def _side(self, coroutine) -> None:
+        """Run a one-send task (errors logged inside), holding it until it ends."""
+        task = asyncio.create_task(coroutine)
+        self.side_tasks.add(task)
+        task.add_done_callback(self.side_tasks.discard)
 
     async def _pass_on(self, message: dict) -> None:
         try:
