@@ -177,6 +177,9 @@ class RemoteGeneration(Generation):
             except ChannelFull:
                 ended = True
                 raise EngineBusy("The engine queue is full; try again shortly.", retry_after_ms=BUSY_RETRY_MS) from None
+            except Exception as exc:  # Redis down or unreachable
+                ended = True
+                raise EngineUnavailable(f"The channel layer cannot take the request: {exc!r}") from exc
             expected = 0
             while True:
                 now = loop.time()
