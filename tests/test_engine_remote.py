@@ -38,7 +38,7 @@ from mediachat.engine.remote import (
     result_to_wire,
 )
 from mediachat.engine.retrieval import RetrievalEngine
-from tests.conftest import ROOT, child_env, stop, wait_until
+from tests.conftest import ROOT, child_env, free_port, stop, wait_until
 from tests.ws_support import seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]  # engine processes read the catalog
@@ -439,6 +439,18 @@ async def test_the_in_memory_layer_cannot_reach_an_engine_process(settings):
     with pytest.raises(EngineError) as error:
         await run(ChannelLayerEngine(), EngineRequest(text="climate"))
     assert error.value.code == "engine_unavailable" and "REDIS_URL" in error.value.detail
+
+
+async def test_redis_out_of_reach_is_engine_unavailable(settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},
+        }
+    }
+    with pytest.raises(EngineUnavailable) as error:
+        await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+    assert "cannot take the request" in error.value.detail
 
 
 def test_run_engine_refuses_the_in_memory_layer(tmp_path):
