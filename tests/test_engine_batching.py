@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from mediachat.engine.batching import BatchScheduler, Finish, QueueFull, SchedulerStopped
+from mediachat.engine.batching import BatchScheduler, Finish, QueueFull, SchedulerStopped, prefill_groups
 from mediachat.engine.decoding import DecodingParams, generate_kwargs
 from training.pipelines.chat_format import ASSISTANT, END, tokenizer_train
 
@@ -271,3 +271,11 @@ def test_drain_lets_running_requests_finish_and_refuses_new_ones(model, tokenize
     drainer.join()
     assert drained == [True]
     assert {r.wait().finish.reason for r in replies} == {"length"}
+
+
+def test_prefill_groups_keep_padding_small():
+    from types import SimpleNamespace
+
+    requests = [SimpleNamespace(input_ids=[7] * n) for n in (200, 5, 52, 6, 50, 5)]
+    groups = prefill_groups(requests)
+    assert [[len(r.input_ids) for r in group] for group in groups] == [[5, 5, 6], [50, 52], [200]]

@@ -12,6 +12,7 @@ own continuous batching.
 Plain Python and torch: no Django imports.
 """
 
+import inspect
 import itertools
 import logging
 import math
@@ -192,6 +193,28 @@ class _Batch:
         self.penalty = torch.cat([self.penalty, other.penalty])
 
 
+def prefill_groups(requests: list, *, waste: float = 0.2) -> list[list]:
+    """`requests` (anything with `input_ids`) split into prefill groups, shortest prompts first.
+
+    A prefill pads every prompt of a group to the longest, and padding costs as much compute as real tokens; a
+    group grows while its padding stays within `waste` of its real tokens, so prompts of similar length share a
+    forward pass and a long one does not make many short ones pay for its length.
+    """
+    groups: list[list] = []
+    group: list = []
+    real = 0
+    for request in sorted(requests, key=lambda r: len(r.input_ids)):
+        length = len(request.input_ids)  # the longest so far, as they come sorted
+        if group and length * (len(group) + 1) > (1 + waste) * (real + length):
+            groups.append(group)
+            group, real = [], 0
+        group.append(request)
+        real += length
+    if group:
+        groups.append(group)
+    return groups
+
+
 def eos_ids_of(model: Any, tokenizer: Any) -> list[int]:
     """Every id that ends a reply: `<|end|>` when the tokenizer has it, its eos, and the generation config's."""
     ids: list[int] = []
@@ -238,6 +261,9 @@ class BatchScheduler:
         self.max_context = max_context or max_context_of(model.config, tokenizer)
         self.vocab_size = model.get_input_embeddings().num_embeddings
         self._eos = frozenset(self.eos_ids)
+        # Only the last position's logits are needed; models that predate `logits_to_keep` compute them all.
+        accepts = inspect.signature(model.forward).parameters
+        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._waiting: deque[_Request] = deque()
@@ -420,16 +446,15 @@ class BatchScheduler:
                     self._beam_queue.put(request)
                 else:
                     ready.append(request)
-        if not ready:
-            return
-        try:
-            self._prefill(ready)
-        except Exception as exc:
-            if len(ready) == 1:
-                self._finish(ready[0], Reason.ERROR, f"{type(exc).__name__}: {exc}")
-                return
-            for request in ready:  # find the culprit: each alone
-                self._admit_alone(request)
+        for group in prefill_groups(ready):
+            try:
+                self._prefill(group)
+            except Exception as exc:
+                if len(group) == 1:
+                    self._finish(group[0], Reason.ERROR, f"{type(exc).__name__}: {exc}")
+                    continue
+                for request in group:  # find the culprit: each alone
+                    self._admit_alone(request)
 
     def _admit_alone(self, request: _Request) -> None:
         try:
@@ -450,7 +475,12 @@ class BatchScheduler:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=1
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            **self._keep_last,
         )
         logits = out.logits[:, -1, :].float()
         seen = torch.zeros((len(requests), logits.shape[-1]), dtype=torch.bool, device=self.device)
@@ -508,7 +538,7 @@ class BatchScheduler:
                 position_ids=batch.positions[:, None],
                 cache=batch.cache,
                 use_cache=True,
-                logits_to_keep=1,
+                **self._keep_last,
             )
         except Exception as exc:  # a failed step cannot be pinned on one row: the whole batch fails
             for request in batch.requests:
