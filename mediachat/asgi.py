@@ -11,7 +11,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from mediachat.engine import get_engine  # noqa: E402
 from mediachat.routing import websocket_urlpatterns  # noqa: E402
+
+# The engine's imports (torch and transformers for the language-model engine) take seconds: done now,
+# not by the first socket, which would stall the event loop and every other socket with it.
+get_engine()
 
 application = ProtocolTypeRouter(
     {

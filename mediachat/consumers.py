@@ -374,6 +374,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             confidence=result.confidence if result is not None else None,
             entities=result.entities if result is not None else None,
             model_version_id=model_version_id,
+            engine=result.engine if result is not None and result.engine != self.engine.name else "",
         )
         try:
             await group_commit().finish(ending)

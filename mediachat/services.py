@@ -227,6 +227,7 @@ class ReplyEnding:
     entities: list | None = None
     first_token_ms: int | None = None
     model_version_id: int | None = None  # None keeps the version stored when the reply started
+    engine: str = ""  # the engine that wrote it, when it differs from the one named when it started
 
 
 def _owns(reader: ReaderRef, conversation: Conversation) -> bool:
@@ -406,9 +407,12 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
     ]
     cited = [Message.cited.through(message_id=e.message_id, content_id=c) for e in endings for c in e.cited_ids]
     versioned = [Message(pk=e.message_id, model_version_id=e.model_version_id) for e in endings if e.model_version_id]
+    engines = [Message(pk=e.message_id, engine=e.engine) for e in endings if e.engine]
     with transaction.atomic():
         _update_rows(rows, REPLY_ENDING_FIELDS)
         if versioned:
             _update_rows(versioned, ["model_version"])
+        if engines:
+            _update_rows(engines, ["engine"])
         if cited:
             Message.cited.through.objects.bulk_create(cited, ignore_conflicts=True)

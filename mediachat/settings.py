@@ -209,10 +209,11 @@ MEDIACHAT = {
     # Token bucket per socket: sustained messages per second and burst size.
     "WS_RATE_PER_S": env.float("MEDIACHAT_WS_RATE_PER_S", default=2.0),
     "WS_RATE_BURST": env.int("MEDIACHAT_WS_RATE_BURST", default=5),
-    # The engine the websocket consumers call (docs/engine.md). With Redis it is the channel-layer client
-    # of `manage.py run_engine` processes, so web processes hold no model; embedded, the engine runs in a
-    # thread of the ASGI process. ENGINE_SERVED is what run_engine (and the embedded default) runs.
-    "ENGINE": env.str("MEDIACHAT_ENGINE", default="mediachat.engine.retrieval.RetrievalEngine"),
+    # The engine the websocket consumers call (docs/engine.md); empty: ENGINE_SERVED, in this process (the
+    # embedded default: the engine's scheduler runs in a thread of the ASGI process). `run_platform` with
+    # Redis sets it to mediachat.engine.remote.ChannelLayerEngine, the client of its `run_engine`
+    # processes, so that web processes hold no model. ENGINE_SERVED is what those processes run.
+    "ENGINE": env.str("MEDIACHAT_ENGINE", default=""),
     "ENGINE_SERVED": env.str("MEDIACHAT_ENGINE_SERVED", default="mediachat.engine.lm.LMEngine"),
     "ENGINE_CHANNEL": env.str("MEDIACHAT_ENGINE_CHANNEL", default="mediachat.engine"),
     # A chat model folder (any transformers causal LM saved with a chat template); empty: the active

@@ -40,8 +40,15 @@ class FailingEngine(Engine):
 
 @pytest.fixture
 def chat_settings(settings):
-    """Instant streaming and a generous rate limit unless a test asks otherwise."""
-    settings.MEDIACHAT = {**settings.MEDIACHAT, "STREAM_DELAY_MS": 0, "WS_RATE_PER_S": 50.0, "WS_RATE_BURST": 50}
+    """The retrieval engine (the protocol's tests need replies they can predict), instant streaming and a
+    generous rate limit unless a test asks otherwise. The language-model engine has its own socket tests."""
+    settings.MEDIACHAT = {
+        **settings.MEDIACHAT,
+        "ENGINE": "mediachat.engine.retrieval.RetrievalEngine",
+        "STREAM_DELAY_MS": 0,
+        "WS_RATE_PER_S": 50.0,
+        "WS_RATE_BURST": 50,
+    }
     return settings
 
 

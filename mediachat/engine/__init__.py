@@ -1,4 +1,4 @@
-"""Reply engines, chosen by dotted path in ``settings.MEDIACHAT["ENGINE"]``; one instance per process and path."""
+"""Reply engines, chosen by dotted path in ``MEDIACHAT["ENGINE"]`` (else ``ENGINE_SERVED``); one per process."""
 
 from functools import cache
 
@@ -36,7 +36,7 @@ __all__ = [
 
 def get_engine() -> Engine:
     """The engine named by the settings (loaded once: a model-backed engine holds its weights)."""
-    return _load(settings.MEDIACHAT["ENGINE"])
+    return _load(settings.MEDIACHAT["ENGINE"] or settings.MEDIACHAT["ENGINE_SERVED"])
 
 
 @cache
