@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import torch
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -298,7 +299,7 @@ def chat_lm_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
             raise RunCancelled
         watch.report(SAVE_END, f"evaluating on {len(data.heldout)} held-out questions", phase="evaluate")
         evaluated = time.perf_counter()
-        model, tokenizer, saved = chat_model_load(out_dir)
+        model, tokenizer, saved = chat_model_load(out_dir, device="cuda" if torch.cuda.is_available() else "cpu")
         evaluation = chat_model_evaluate(
             model,
             tokenizer,
