@@ -441,7 +441,6 @@ class LMEngine(Engine):
 
     def _load(self, target: Target, done: Future) -> None:
         """Load `target` and start its scheduler (on a loader thread); then route new replies to it."""
-        _status_set(state=State.LOADING, model_path=target.path, model_version_id=target.version_id, last_error="")
         try:
             if not target.path:
                 raise ValueError(f"Chat model version {target.version_id} has no artifact path.")
@@ -505,6 +504,8 @@ class LMEngine(Engine):
             done: Future = Future()
             done.set_running_or_notify_cancel()  # running: nobody can cancel it
             self._loading = (target, done)
+        if self._served is None:  # while a model serves, the admin goes on seeing it until the swap
+            _status_set(state=State.LOADING, model_path=target.path, model_version_id=target.version_id, last_error="")
         threading.Thread(target=self._load, args=(target, done), name="chat-model-load", daemon=True).start()
         return done
 
