@@ -70,6 +70,9 @@ class ManyPiecesGeneration(Generation):
         self._result = EngineResult(text=expected_many(), engine=ManyPiecesEngine.name, completion_tokens=3000)
 
 
+RESULT = EngineResult(text="Here it is.", engine="lm", completion_tokens=3, model_version_id=4)
+
+
 def expected_many() -> str:
     return "".join(f"w{i} " for i in range(ManyPiecesEngine.pieces))
 
@@ -432,6 +435,52 @@ async def test_a_lost_message_ends_the_reply_with_an_error_and_a_cancel(engine_c
             pieces.append(piece)
     assert pieces == ["Here "] and error.value.code == "engine_stream_broken"
     assert await serving == {"type": "engine.cancel", "id": generation.request_id}
+
+
+async def test_duplicates_of_a_request_taken_elsewhere_are_ignored_and_stopped(engine_channel):
+    """channels-redis can hand one request to two engine processes (django/channels_redis#163): stand-ins
+    for three processes answer it; the client follows the first that took it and stops the other."""
+    layer = get_channel_layer()
+    full, taker, duplicate = [await layer.new_channel() for _ in range(3)]
+
+    async def three_processes() -> dict:
+        request = await layer.receive(engine_channel)
+        reply, request_id = request["reply"], request["id"]
+        sends = [
+            (full, {"type": "engine.error", "seq": 0, "code": "busy", "detail": "busy", "retry_after_ms": 1000}),
+            (taker, {"type": "engine.pieces", "seq": 0, "pieces": ["Here "], "model_version_id": 4}),
+            (duplicate, {"type": "engine.pieces", "seq": 0, "pieces": ["Garbled "]}),
+            (duplicate, {"type": "engine.pieces", "seq": 1, "pieces": ["words"]}),
+            (taker, {"type": "engine.result", "seq": 1, "pieces": ["it is."], "result": result_to_wire(RESULT)}),
+        ]
+        for server, message in sends:
+            await layer.send(reply, {**message, "id": request_id, "server": server})
+        return await asyncio.wait_for(layer.receive(duplicate), 5)
+
+    serving = asyncio.create_task(three_processes())
+    pieces, result, generation = await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+
+    assert pieces == ["Here ", "it is."] and result == RESULT
+    assert generation.server == taker and generation.model_version_id == 4
+    assert await serving == {"type": "engine.cancel", "id": generation.request_id}
+    await cancels_flush()
+
+
+async def test_a_busy_answer_with_no_other_taker_is_busy(engine_channel):
+    layer = get_channel_layer()
+    full = await layer.new_channel()
+
+    async def full_process() -> None:
+        request = await layer.receive(engine_channel)
+        busy = {"type": "engine.error", "seq": 0, "code": "busy", "detail": "Busy.", "retry_after_ms": 1500}
+        await layer.send(request["reply"], {**busy, "id": request["id"], "server": full})
+
+    serving = asyncio.create_task(full_process())
+    started = time.monotonic()
+    with pytest.raises(EngineBusy) as error:
+        await run(ChannelLayerEngine(), EngineRequest(text="climate"))
+    assert error.value.retry_after_ms == 1500 and time.monotonic() - started < 1.5
+    await serving
 
 
 async def test_the_in_memory_layer_cannot_reach_an_engine_process(settings):

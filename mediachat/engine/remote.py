@@ -59,6 +59,7 @@ ACCEPTED_AFTER_S = 0.05  # a reply with no piece by then says `engine.accepted`;
 TIMEOUT_MARGIN_S = 5.0  # the client waits this much beyond ENGINE_TIMEOUT_S for the server's own timeout
 STALL_LIMIT_S = 10.0  # a reply channel full this long: the server gives the reply up
 BUSY_RETRY_MS = 1000
+BUSY_GRACE_S = 0.2  # a busy answer waits this long for another process's first message before it counts
 HISTORY_TURNS = 20  # turns a web process sends with each request; the served engine keeps what it wants
 HOPS = 2  # a full engine process passes a request back to the channel this many times before answering busy
 
@@ -181,14 +182,20 @@ class RemoteGeneration(Generation):
                 ended = True
                 raise EngineUnavailable(f"The channel layer cannot take the request: {exc!r}") from exc
             expected = 0
+            refused: dict | None = None  # a busy answer, held for BUSY_GRACE_S in case another process took it
             while True:
                 now = loop.time()
                 if now >= deadline:
                     raise EngineTimeout(f"No reply from the engine within {config['ENGINE_TIMEOUT_S']:g} s.")
                 wait = accept_s if self.server is None else min(self.engine.idle_limit_s, deadline - now)
+                if refused is not None:
+                    wait = max(refused["until"] - now, 0)
                 try:
                     message = await asyncio.wait_for(inbox.get(), wait)
                 except TimeoutError:
+                    if refused is not None:
+                        ended = True
+                        raise error_from_wire(refused) from None
                     if self.server is None:
                         # Expired unserved, as a rule; should an engine take it late all the same, the cancel
                         # sent from `finally` stops it.
@@ -205,6 +212,8 @@ class RemoteGeneration(Generation):
                     ) from None
                 if isinstance(message, BaseException):
                     raise EngineUnavailable(f"The channel layer failed: {message}") from message
+                if refused is not None and message.get("server") == refused["server"]:
+                    continue
                 if self.server is not None and message.get("server") != self.server:
                     # Another process took the same request too (channels-redis can hand a message out twice
                     # when two processes receive at once): only the first is heard, the other is stopped.
@@ -229,6 +238,12 @@ class RemoteGeneration(Generation):
                         self._result = result_from_wire(message["result"])
                         return
                 elif kind == "engine.error":
+                    if expected == 1 and refused is None and message.get("code") == EngineBusy.code:
+                        # A duplicate of the request (see channels-redis #163) may have reached a full process
+                        # while another took the original: wait a moment for the taker's first message.
+                        refused = {**message, "until": loop.time() + BUSY_GRACE_S}
+                        expected = 0
+                        continue
                     ended = True
                     raise error_from_wire(message)
         finally:
@@ -430,9 +445,19 @@ class EngineServer:
         self.tasks: dict[str, asyncio.Task] = {}
         self.cancelled_by_client: set[str] = set()
         self.side_tasks: set[asyncio.Task] = set()
+        self.taken: dict[str, float] = {}  # request ids served here lately, with their `expires`
         self.stopping = False
         self.ready = asyncio.Event()
-        self.counts = {"accepted": 0, "completed": 0, "failed": 0, "cancelled": 0, "busy": 0, "passed": 0, "expired": 0}
+        self.counts = {
+            "accepted": 0,
+            "completed": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "busy": 0,
+            "passed": 0,
+            "expired": 0,
+            "duplicate": 0,
+        }
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Take requests until `stop` is set, then shut down gracefully."""
@@ -469,7 +494,13 @@ class EngineServer:
             logger.warning("ignored a message on %r: %r", self.channel, message.get("type"))
             return
         request_id, reply = message["id"], message["reply"]
-        if message.get("expires", 0) < time.time():
+        now = time.time()
+        if request_id in self.taken:
+            # channels-redis can hand a message out twice when several processes receive from one channel
+            # (django/channels_redis#163): this process has it already.
+            self.counts["duplicate"] += 1
+            return
+        if message.get("expires", 0) < now:
             self.counts["expired"] += 1
             logger.info("request %s expired before it was taken (its client gave up)", request_id)
             return
@@ -487,6 +518,9 @@ class EngineServer:
             return
         task = asyncio.create_task(self._serve_one(message))
         self.tasks[request_id] = task
+        self.taken[request_id] = message["expires"]
+        if len(self.taken) > 4 * self.concurrency:  # forget ids whose duplicates would have expired anyway
+            self.taken = {k: v for k, v in self.taken.items() if v >= now or k in self.tasks}
         task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
 
     def _side(self, coroutine) -> None:
