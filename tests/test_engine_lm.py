@@ -366,13 +366,13 @@ async def test_with_no_active_model_replies_are_search_results_with_a_notice(eng
     assert result.notice == lm.NO_MODEL_NOTICE
     assert "".join(pieces) == result.text and "Glaciers in retreat" in result.text
     assert [r.content_id for r in result.recommendations][:1] == [9001]
-    assert result.model_version_id is None and result.engine == "lm"
+    assert result.model_version_id is None and result.engine == "retrieval"  # search wrote it
     assert lm.engine_status()["state"] == "no_model"
 
     # A follow-up still resolves against the conversation without a model.
     history = (Turn("user", "climate"), Turn("assistant", "Two items.", cited=(9001, 9002)))
     _, more = await reply(engine, "anything older on that", history=history)
-    assert more.notice == lm.NO_MODEL_NOTICE and more.intent == "follow_up"
+    assert more.notice == lm.NO_MODEL_NOTICE and more.intent == "follow_up" and more.engine == "retrieval"
     assert [r.content_id for r in more.recommendations] == [9006]
     assert more.text.startswith("Older on climate: “Ice ages of the past”")
 
@@ -524,7 +524,7 @@ async def test_shorter_re_answers_with_fewer_tokens(engine, models):
 
 
 @db
-async def test_the_chat_socket_streams_stores_and_follows_up_with_the_model(engine_settings, models):
+async def test_the_chat_socket_streams_stores_and_follows_up_with_the_model(engine_settings, models, monkeypatch):
     from mediachat import engine as engines
     from mediachat.models import Message
     from tests.test_ws_protocol import ask, open_socket
@@ -532,12 +532,18 @@ async def test_the_chat_socket_streams_stores_and_follows_up_with_the_model(engi
 
     engine_settings.MEDIACHAT = {**engine_settings.MEDIACHAT, "ENGINE": "mediachat.engine.lm.LMEngine"}
     engine_settings.MEDIACHAT["DECODING"] = {"repetition_penalty": 1.0}
+    monkeypatch.setattr(lm, "CHECK_SECONDS", 0.0)
     await database_sync_to_async(seed_catalog)()
-    version = await database_sync_to_async(register)(models["cite"])
     session_key = await database_sync_to_async(reader_session)()
     engines._load.cache_clear()  # a fresh engine for this test's settings
     try:
         socket = await open_socket(session_key)
+        _, _, searched = await ask(socket, "glaciers")  # no model yet: search results, and the reader is told
+        assert searched["notice"] == lm.NO_MODEL_NOTICE and searched["model_version"] is None
+        stored = await database_sync_to_async(Message.objects.get)(pk=searched["message_id"])
+        assert stored.engine == "retrieval" and stored.text == searched["text"]
+
+        version = await database_sync_to_async(register)(models["cite"])
         ack, events, done = await ask(socket, "glaciers")
         tokens = "".join(e["text"] for e in events if e["type"] == "token")
         assert tokens == REPLY  # streamed raw…

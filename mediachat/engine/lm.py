@@ -633,18 +633,17 @@ class LMEngine(Engine):
         """The reply without a model, with the notice why (blocking: a plain search queries the database).
 
         A plain search or "what's new" is the search-only engine's own reply; a follow-up names the
-        items its plan found in one sentence.
+        items its plan found in one sentence. Either way `engine` is "retrieval": search wrote it.
         """
         notice = LOAD_FAILED_NOTICE if prepared.target in self._failed else NO_MODEL_NOTICE
         if prepared.follow.kind in INTENTS:
-            result = self._retrieval.compose(request)
-            return dataclasses.replace(result, engine=self.name, notice=notice)
+            return dataclasses.replace(self._retrieval.compose(request), notice=notice)
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
         items = prepared.items[:limit]
         text = self._search_text(dataclasses.replace(prepared, items=items))
         return EngineResult(
             text=text,
-            engine=self.name,
+            engine=self._retrieval.name,
             cited=[item.citation() for item in items],
             recommendations=[item.card() for item in items],
             prompt_tokens=None,
