@@ -408,8 +408,10 @@ def test_training_run_pages_show_progress_log_and_metrics(client, users, objects
 def test_training_run_add_refuses_bad_input_and_launches_good(client, users, objects):
     client.force_login(users["staff"])
     add = admin_url("trainingrun", "add")
-    response = client.post(add, {"kind": ModelKind.CHAT_LM, "parameters": "{}"})
+    response = client.post(add, {"kind": ModelKind.REWARD, "parameters": "{}"})
     assert response.status_code == 200 and "No training pipeline" in response.content.decode()
+    response = client.post(add, {"kind": ModelKind.CHAT_LM, "parameters": '{"preset": "huge"}'})
+    assert response.status_code == 200 and "preset" in str(response.context["adminform"].form.errors)
     response = client.post(add, {"kind": ModelKind.RECOMMENDER, "parameters": '{"bogus": 1}'})
     assert response.status_code == 200 and "Unknown parameters" in response.content.decode()
     response = client.post(add, {"kind": ModelKind.RECOMMENDER, "parameters": "not json"})
