@@ -472,6 +472,8 @@ class LMEngine(Engine):
             done.set_result(None)
             return
         served = Served(target, loaded, scheduler)
+        # Published first, so that whoever sees the new model serving also reads it in the status.
+        _status_set(state=State.READY, model_path=target.path, model_version_id=target.version_id, last_error="")
         with self._lock:
             old, self._served = self._served, served
             self._loading = None
@@ -479,7 +481,6 @@ class LMEngine(Engine):
         if old is not None:
             old.retire()
         logger.info("Chat model %s (version %s) is serving.", target.path, target.version_id)
-        _status_set(state=State.READY, model_path=target.path, model_version_id=target.version_id, last_error="")
         done.set_result(served)
 
     def _ensure(self, target: Target | None) -> Future | None:
