@@ -121,6 +121,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def engine_settings(settings):
+    """The engine's settings for these tests; decoding defaults read afresh (they are cached for seconds)."""
+    from mediachat.selectors import _decoding_cache
+
+    _decoding_cache.clear()
     settings.MEDIACHAT = {
         **settings.MEDIACHAT,
         "CHAT_MODEL": "",
@@ -134,7 +138,8 @@ def engine_settings(settings):
         "SEMANTIC_SEARCH": False,
         "RECOMMENDATIONS": 3,
     }
-    return settings
+    yield settings
+    _decoding_cache.clear()
 
 
 @pytest.fixture
@@ -249,7 +254,6 @@ async def test_a_reply_streams_from_the_active_model_and_is_grounded(engine, mod
 @db
 async def test_decoding_defaults_come_from_settings_and_the_default_profile(engine, engine_settings, models):
     from mediachat.models import DecodingProfile
-    from mediachat.selectors import _decoding_cache
 
     await database_sync_to_async(seed_catalog)()
     await database_sync_to_async(register)(models["cite"])
@@ -257,7 +261,6 @@ async def test_decoding_defaults_come_from_settings_and_the_default_profile(engi
     await database_sync_to_async(DecodingProfile.objects.create)(
         name="house", is_default=True, strategy="greedy", max_new_tokens=24, repetition_penalty=1.0
     )
-    _decoding_cache.clear()
 
     _, result = await reply(engine, "glaciers")
 
