@@ -279,3 +279,34 @@ def test_prefill_groups_keep_padding_small():
     requests = [SimpleNamespace(input_ids=[7] * n) for n in (200, 5, 52, 6, 50, 5)]
     groups = prefill_groups(requests)
     assert [[len(r.input_ids) for r in group] for group in groups] == [[5, 5, 6], [50, 52], [200]]
+
+
+def test_greedy_equals_generate_on_another_architecture(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=EOS,
+    )
+    llama = LlamaForCausalLM(config).eval()
+    scheduler = BatchScheduler(llama, tokenizer, max_batch=4)
+    try:
+        prompts = prompts_of([4, 19, 9], seed=8)
+        first = submit(scheduler, prompts[0])[1]
+        later: list[Reply] = []
+        first.after_token = lambda n: n == 4 and later.extend(submit(scheduler, p)[1] for p in prompts[1:])
+        replies = [first.wait(), *(reply.wait() for reply in later)]
+        assert len(replies) == 3
+        for prompt, reply in zip(prompts, replies, strict=True):
+            assert (reply.tokens, reply.finish.reason) == reference(llama, prompt, GREEDY)
+    finally:
+        scheduler.stop()
