@@ -30,6 +30,7 @@ from mediachat.engine.decoding import DecodingParams
 from mediachat.engine.remote import (
     ChannelLayerEngine,
     EngineUnavailable,
+    ReplyWriter,
     StreamBroken,
     cancels_flush,
     request_from_wire,
@@ -481,6 +482,26 @@ async def test_a_busy_answer_with_no_other_taker_is_busy(engine_channel):
         await run(ChannelLayerEngine(), EngineRequest(text="climate"))
     assert error.value.retry_after_ms == 1500 and time.monotonic() - started < 1.5
     await serving
+
+
+async def test_a_full_reply_channel_holds_the_writer_back_rather_than_losing_pieces(engine_channel, settings):
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[settings.REDIS_URL], capacity=2)
+    channel = await layer.new_channel()
+    writer = ReplyWriter(layer, channel, "request-1", "server-channel")
+    for piece in ("a", "b"):
+        await writer.send("engine.pieces", pieces=[piece])
+    third = asyncio.create_task(writer.send("engine.pieces", pieces=["c"]))
+    await asyncio.sleep(0.3)
+    assert not third.done()  # the channel holds two: the writer waits for room
+
+    received = [await layer.receive(channel)]
+    await asyncio.wait_for(third, 5)
+    received += [await layer.receive(channel) for _ in range(2)]
+
+    assert [(m["seq"], m["pieces"]) for m in received] == [(0, ["a"]), (1, ["b"]), (2, ["c"])]
+    await layer.close_pools()
 
 
 async def test_the_in_memory_layer_cannot_reach_an_engine_process(settings):

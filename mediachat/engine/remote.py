@@ -395,15 +395,17 @@ class ReplyWriter:
             wait = HEARTBEAT_S
 
     async def close(self) -> list[str]:
-        """Stop the flusher and heartbeat after their current message; returns the pieces not sent yet."""
+        """Stop the flusher and heartbeat after their current message; returns the pieces not sent yet.
+
+        Raises what made a message fail: pieces it carried are gone, so the reply must not end as complete.
+        """
         self.closing = True
         self.wake.set()
-        for task in (self.flusher, self.heartbeat):
-            if task is not None:
-                try:
-                    await task
-                except Exception as exc:
-                    logger.warning("reply %s: a message failed: %r", self.request_id, exc)
+        tasks = [task for task in (self.flusher, self.heartbeat) if task is not None]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
         pieces, self.buffer = self.buffer, []
         return pieces
 
@@ -615,6 +617,9 @@ class EngineServer:
         logger.info("request %s ends with %s: %s", writer.request_id, error.code, error.detail)
         try:
             await writer.close()  # the pieces not sent are dropped: the reply failed
+        except Exception as exc:
+            logger.warning("request %s: a message failed: %r", writer.request_id, exc)
+        try:
             await writer.send("engine.error", code=error.code, detail=error.detail, retry_after_ms=error.retry_after_ms)
         except Exception as exc:
             logger.warning("error answer to %s not sent: %r", writer.request_id, exc)
