@@ -353,10 +353,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         error: EngineError | None = None,
     ) -> None:
         """Store how the reply ended, then send its `done` (after an `error` when it failed)."""
-        text = result.text if result is not None else "".join(stream.pieces)
+        generation = stream.generation
+        if result is not None:
+            text = result.text
+        else:  # cut short: what was streamed, less citations of items the model was not given
+            text = "".join(stream.pieces)
+            text = generation.ground(text) if generation is not None and text else text
         total_ms = stream.elapsed_ms()
         cited = result.cited if result is not None else []
-        generation = stream.generation
         model_version_id = result.model_version_id if result is not None else None
         if model_version_id is None and generation is not None:
             model_version_id = generation.model_version_id

@@ -48,7 +48,7 @@ class Recommendation:
 
 @dataclass
 class EngineResult:
-    text: str  # the whole reply, equal to the concatenated pieces
+    text: str  # the whole reply as stored: the pieces joined, less citations grounding removed
     engine: str  # the engine's name, stored on the reply
     cited: list[Citation] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
@@ -100,6 +100,13 @@ class Generation(ABC):
 
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[str]: ...
+
+    def ground(self, text: str) -> str:
+        """What to store of `text`, the pieces streamed before the reply was cut short (interrupted).
+
+        Engines that ground citations remove those of items the model was not given; by default, all of it.
+        """
+        return text
 
     @property
     def result(self) -> EngineResult:

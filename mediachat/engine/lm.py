@@ -274,10 +274,15 @@ class LMGeneration(Generation):
 
     async def __aiter__(self) -> AsyncIterator[str]:
         engine = self.engine
-        prepared = await engine.prepare_off_loop(self.request)
+        # Retrieval (queries, an embedding) runs a few at a time per process: a reply cancelled while it
+        # waits for a slot (the reader sent something newer) costs nothing, and the database is not
+        # flooded with searches nobody will read when many messages arrive at once.
+        async with engine.search_slot():
+            prepared = await engine.prepare_off_loop(self.request)
         served = await engine.served_for(prepared.target)
         if served is None:
-            result = await engine.fallback_off_loop(self.request, prepared)
+            async with engine.search_slot():
+                result = await engine.fallback_off_loop(self.request, prepared)
             delay = settings.MEDIACHAT.get("STREAM_DELAY_MS", 0) / 1000
             for i, piece in enumerate(split_pieces(result.text)):
                 if i and delay > 0:
@@ -398,6 +403,10 @@ class LMEngine(Engine):
         self._failed: dict[Target, float] = {}
         self._wanted: Target | None = None
         self._checked_at = float("-inf")
+
+    def search_slot(self) -> asyncio.Semaphore:
+        """The running loop's retrieval slots (shared with the search-only replies)."""
+        return self._retrieval.slot()
 
     @property
     def model_version_id(self) -> int | None:  # type: ignore[override]
