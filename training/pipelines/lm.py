@@ -78,26 +78,27 @@ PRESETS: dict[str, LMPreset] = {
         context=512,
         # Sized by time, measured on the demo catalog (81 published items, 29k training tokens; 1,440 SFT
         # dialogues of 353 tokens on average): one CPU thread trains ~1,490 tokens/s pre-training and ~1,330
-        # SFT; these steps are ~250k + ~530k tokens, about 5-7 minutes on 2 cores.
+        # SFT; these steps are ~250k + ~530k tokens, about 5-7 minutes on 2 cores. Batches of 8 rather than
+        # 16 at the same token count: validation loss 6.34 against 6.65 after pre-training (measured).
         pretrain=TrainConfig(
-            steps=60,
-            batch_size=16,
+            steps=120,
+            batch_size=8,
             block_size=256,
             lr=2e-3,
-            warmup_steps=8,
-            eval_every=20,
-            eval_batches=4,
-            checkpoint_every=20,
+            warmup_steps=15,
+            eval_every=40,
+            eval_batches=8,
+            checkpoint_every=40,
         ),
         sft=TrainConfig(
-            steps=90,
-            batch_size=16,
+            steps=180,
+            batch_size=8,
             block_size=512,
             lr=1e-3,
-            warmup_steps=8,
-            eval_every=30,
-            eval_batches=4,
-            checkpoint_every=30,
+            warmup_steps=15,
+            eval_every=60,
+            eval_batches=8,
+            checkpoint_every=60,
         ),
     ),
     "base": LMPreset(
