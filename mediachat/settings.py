@@ -225,6 +225,11 @@ MEDIACHAT = {
     "ENGINE_MAX_BATCH": env.int("MEDIACHAT_ENGINE_MAX_BATCH", default=16),  # requests decoded together
     "ENGINE_QUEUE": env.int("MEDIACHAT_ENGINE_QUEUE", default=64),  # requests waiting; beyond: `busy`
     "ENGINE_TIMEOUT_S": env.float("MEDIACHAT_ENGINE_TIMEOUT_S", default=60.0),  # per request
+    # Engine processes (run_engine): how long a request may wait to be taken before `engine_unavailable`
+    # (their clocks must agree with the web processes' within a few seconds: requests carry an expiry),
+    # and how many earlier turns a web process sends with each request.
+    "ENGINE_ACCEPT_TIMEOUT_S": env.float("MEDIACHAT_ENGINE_ACCEPT_TIMEOUT_S", default=5.0),
+    "ENGINE_HISTORY_TURNS": env.int("MEDIACHAT_ENGINE_HISTORY_TURNS", default=8),
     # Prompt budget in tokens (0: the model's context length less the reply's max_new_tokens).
     "CONTEXT_TOKENS": env.int("MEDIACHAT_CONTEXT_TOKENS", default=0),
     # Decoding defaults (mediachat/engine/decoding.py); the admin's default DecodingProfile overrides them.

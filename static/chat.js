@@ -368,7 +368,7 @@
   }
 
   // Error codes that tell of a reply which failed (they precede its `done`), not of a frame the page sent.
-  const REPLY_ERRORS = new Set(["internal_error", "busy", "timeout", "engine_unavailable"]);
+  const REPLY_ERRORS = new Set(["internal_error", "busy", "timeout", "engine_unavailable", "engine_stream_broken", "engine_error"]);
 
   function onError(event) {
     const code = String(event.code || "error");
