@@ -122,9 +122,9 @@ def test_launch_queues_a_run_and_enqueues_it_on_commit(db, django_capture_on_com
 
 def test_launch_refuses_kinds_without_a_pipeline_and_bad_parameters(db):
     with pytest.raises(
-        TrainingRunError, match="No training pipeline for kind 'intent' yet; available: chat-lm, recommender"
+        TrainingRunError, match="No training pipeline for kind 'reward' yet; available: chat-lm, recommender"
     ):
-        training_run_launch(kind=ModelKind.INTENT, parameters={}, user_id=None)
+        training_run_launch(kind=ModelKind.REWARD, parameters={}, user_id=None)
     with pytest.raises(TrainingRunError, match="Invalid parameters for a recommender run: Unknown parameters"):
         training_run_launch(kind=ModelKind.RECOMMENDER, parameters={"lr": 0.1}, user_id=None)
     assert not TrainingRun.objects.exists()
@@ -211,10 +211,10 @@ def test_execute_marks_failures_with_the_traceback(db, model_dir):
     assert run.status == TrainingRun.Status.FAILED and run.finished_at
     assert "Traceback" in run.log and "ValueError: No interactions to train on" in run.log
     # A row of a kind without a pipeline (made outside the launch service) fails the same way.
-    odd = TrainingRun.objects.create(kind=ModelKind.INTENT)
+    odd = TrainingRun.objects.create(kind=ModelKind.REWARD)
     training_run_execute(run_id=odd.pk)
     odd.refresh_from_db()
-    assert odd.status == TrainingRun.Status.FAILED and "No training pipeline for kind 'intent'" in odd.log
+    assert odd.status == TrainingRun.Status.FAILED and "No training pipeline for kind 'reward'" in odd.log
     assert not ModelVersion.objects.exists() and not (model_dir / "recommender").exists()
 
 
