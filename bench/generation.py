@@ -2,9 +2,10 @@
 
 Run as `.venv/bin/python bench/generation.py [--model PATH]`. With `--model` it loads that folder (a chat model the
 platform trained, or any causal LM with a chat-template tokenizer) through `model_load`. Without it, it builds the
-`small`-sized demo model itself, seeded and random-initialised: a byte-level BPE tokenizer trained with
-`tokenizer_train` on generated text, and a GPT-2 of about 6M parameters (6 layers, 256 wide, 8 heads, 512
-positions). Weights do not change the cost of a forward pass, so the figures hold for a trained model of that shape.
+demo model's shape itself, seeded and random-initialised: a byte-level BPE tokenizer trained with `tokenizer_train`
+on generated text, and the platform's `small` preset (`training.pipelines.lm.lm_build`: a Llama of about 5.6M
+parameters, 6 layers, 256 wide, 512 positions). Weights do not change the cost of a forward pass, so the figures
+hold for a trained model of that shape.
 
 Prompts are chat-template prompts (system, context with catalog lines, question) of varied lengths. Every path is
 greedy and writes exactly `--new-tokens` tokens: a random-initialised model may never write `<|end|>`, so the end of
@@ -65,24 +66,14 @@ def corpus(rng: random.Random, lexicon: list[str], lines: int) -> list[str]:
 
 
 def demo_model(seed: int):
-    """The `small` demo shape, random-initialised: (model, tokenizer)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """The platform's `small` preset (training/pipelines/lm.py), random-initialised: (model, tokenizer, lexicon)."""
+    from training.pipelines.lm import lm_build
 
     rng = random.Random(seed)
     lexicon = words_of(rng, 3000)
     tokenizer = tokenizer_train(corpus(rng, lexicon, 4000), vocab_size=4096, model_max_length=512)
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=512,
-        n_embd=256,
-        n_layer=6,
-        n_head=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    return GPT2LMHeadModel(config).eval(), tokenizer, lexicon
+    return lm_build("small", tokenizer).eval(), tokenizer, lexicon
 
 
 def prompts_of(tokenizer, lexicon: list[str], count: int, seed: int, max_items: int) -> list[list[int]]:
@@ -286,7 +277,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "threads": args.threads,
         "device": str(device),
-        "model": args.model or "small demo shape, random-initialised",
+        "model": args.model or "small preset, random-initialised",
         "parameters": parameters,
     }
     print(json.dumps(result), flush=True)
