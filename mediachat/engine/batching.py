@@ -2,8 +2,9 @@
 
 Requests join and leave at step boundaries. The running batch keeps one left-padded KV cache whose rows are
 right-aligned (every row's newest token sits in the last column), so a decoding step is a single forward pass of
-one token per row. New requests are prefilled together, then merged by left-padding the two caches to a common
-length; finished rows are removed by index and leading columns that are padding in every row are trimmed away.
+one token per row, written into spare cache columns. New requests are prefilled in groups of similar length, then
+merged by left-padding the two caches to a common length; finished rows are removed by index and leading columns
+that are padding in every row are trimmed away.
 Attention masks hide the padding and position ids count each row's real tokens, so a greedy reply equals
 `model.generate`'s for the same prompt. Beam search takes its own path: `model.generate(num_beams=...)` on a
 single worker thread, its tokens delivered when it is done. docs/engine.md says why this and not transformers'
