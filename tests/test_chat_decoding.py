@@ -65,7 +65,7 @@ def test_resolve_refuses_values_out_of_bounds_with_the_field(override, field):
 
 def test_generate_kwargs_follow_the_strategy():
     greedy = generate_kwargs(DecodingParams(), eos_token_id=1, pad_token_id=0)
-    assert greedy["do_sample"] is False and greedy["num_beams"] == 1 and greedy["top_k"] == 0
+    assert greedy["do_sample"] is False and greedy["num_beams"] == 1 and greedy["top_k"] is None
     sample = generate_kwargs(DecodingParams(strategy=Strategy.SAMPLE, top_k=5), eos_token_id=1, pad_token_id=0)
     assert sample["do_sample"] is True and sample["top_k"] == 5 and sample["temperature"] == 0.8
     beam = generate_kwargs(DecodingParams(strategy=Strategy.BEAM, num_beams=3), eos_token_id=1, pad_token_id=0)

@@ -104,7 +104,7 @@ def generate_kwargs(params: DecodingParams, *, eos_token_id: int | list[int], pa
         "num_beams": params.num_beams if params.strategy == Strategy.BEAM else 1,
     }
     if params.strategy == Strategy.SAMPLE:
-        kwargs.update(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-    else:  # no sampling: neutral values, so transformers does not warn about unused ones
-        kwargs.update(temperature=1.0, top_k=0, top_p=1.0)
+        kwargs.update(temperature=params.temperature, top_k=params.top_k or None, top_p=params.top_p)
+    else:  # no sampling: none of the sampling flags, which transformers warns about when it ignores them
+        kwargs.update(temperature=None, top_k=None, top_p=None)
     return kwargs

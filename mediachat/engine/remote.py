@@ -191,7 +191,10 @@ class RemoteGeneration(Generation):
                 if refused is not None:
                     wait = max(refused["until"] - now, 0)
                 try:
-                    message = await asyncio.wait_for(inbox.get(), wait)
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives just as
+                    # the awaited message does, and the interrupted reply would stream on to its end.
+                    async with asyncio.timeout(wait):
+                        message = await inbox.get()
                 except TimeoutError:
                     if refused is not None:
                         ended = True
@@ -269,6 +272,16 @@ class RemoteGeneration(Generation):
             await layer.send(self.server, {"type": "engine.cancel", "id": self.request_id})
         except Exception as exc:  # TimeoutError included: nobody took it, and it expires unserved
             logger.debug("cancel of engine request %s not sent: %r", self.request_id, exc)
+
+
+async def _woken(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for `event` at most `timeout_s`; whether it was set (not asyncio.wait_for: see above)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
 
 
 def _spawn(coroutine) -> asyncio.Task:
@@ -373,19 +386,13 @@ class ReplyWriter:
         while self.buffer and not self.closing:
             pieces, self.buffer = self.buffer, []
             await self.send("engine.pieces", pieces=pieces)
-            try:
-                await asyncio.wait_for(self.wake.wait(), PACE_S)
-            except TimeoutError:
-                pass
+            await _woken(self.wake, PACE_S)
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         wait = ACCEPTED_AFTER_S
         while not self.closing:
-            try:
-                await asyncio.wait_for(self.wake.wait(), wait)
-            except TimeoutError:
-                pass
+            await _woken(self.wake, wait)
             if self.closing or self.lock.locked():
                 continue
             if self.seq == 0:  # no piece yet (a model loading, a queue): say the request is taken
