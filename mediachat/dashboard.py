@@ -142,6 +142,13 @@ def assistant_status() -> AssistantStatus:
         return AssistantStatus(
             False, f"The active chat model {version.name} has no files at {version.artifact_path or '(no path)'}."
         )
+    from .engine.lm import State, engine_status  # the engine's own account, published by the serving process
+
+    serving = engine_status()
+    if serving.get("state") == State.ERROR and serving.get("model_version_id") == version.pk:
+        return AssistantStatus(False, f"Chat model {version.name} failed to load: {serving.get('last_error', '')}")
+    if serving.get("state") == State.LOADING and serving.get("model_version_id") == version.pk:
+        return AssistantStatus(True, f"Chat model {version.name} (version {version.pk}) is loading.")
     return AssistantStatus(True, f"Chat model {version.name} (version {version.pk}) answers readers.")
 
 

@@ -187,6 +187,17 @@ def test_assistant_status_says_why_it_is_unavailable(tmp_path, settings):
     status = assistant_status()
     assert status.available and f"version {version.pk}" in status.detail
 
+    from django.core.cache import cache
+
+    from mediachat.engine.lm import STATUS_KEY
+
+    cache.set(STATUS_KEY, {"state": "error", "model_version_id": version.pk, "last_error": "bad weights"})
+    try:
+        status = assistant_status()
+        assert not status.available and "failed to load: bad weights" in status.detail
+    finally:
+        cache.delete(STATUS_KEY)
+
     settings.MEDIACHAT = {**settings.MEDIACHAT, "CHAT_MODEL": str(tmp_path / "absent")}
     assert "holds no model" in assistant_status().detail
 
