@@ -39,7 +39,7 @@ STOPWORDS = frozenset(
 )
 FIELD_WEIGHTS = {"title": 3.0, "tags": 2.5, "summary": 1.5, "body": 0.5}
 MAX_CANDIDATES = 400
-WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+WORD_RE = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*", re.UNICODE)  # apostrophes and hyphens inside a word
 SEMANTIC_NEIGHBOURS = 50  # nearest items by meaning added to the term matches
 MIN_SIMILARITY = 0.3  # MiniLM cosine below which an item sharing no query word is noise, not a match
 SEMANTIC_WEIGHT = 0.5  # share of meaning in the blended score; lexical relevance has the rest
@@ -95,7 +95,15 @@ def _query_vector(terms: list[str]) -> np.ndarray | None:
     embedder = embedder_if_ready()  # never waits for a model to load: words alone until it has
     if embedder is None:
         return None
-    return embedder.encode([" ".join(terms)])[0]
+    return _encode_query(embedder, " ".join(terms))
+
+
+@functools.lru_cache(maxsize=2048)
+def _encode_query(embedder, text: str) -> np.ndarray:
+    """A query's embedding, kept: readers ask the same few things often, and encoding costs ~10 ms of CPU."""
+    vector = embedder.encode([text])[0]
+    vector.setflags(write=False)  # shared between callers: nobody may change it in place
+    return vector
 
 
 def _lexical_scores(candidates: list[Content], terms: list[str]) -> list[tuple[Content, float, tuple[str, ...]]]:

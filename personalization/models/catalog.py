@@ -104,14 +104,14 @@ class Content(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def get_absolute_url(self) -> str:
+        return reverse("content-page", kwargs={"slug": self.slug})
+
     def clean(self) -> None:
         if self.status == self.Status.PUBLISHED and not self.published_at:
             raise ValidationError({"published_at": "Published content needs a publication date."})
         if self.embargo_until and self.published_at and self.embargo_until < self.published_at:
             raise ValidationError({"embargo_until": "The embargo cannot end before publication."})
-
-    def get_absolute_url(self) -> str:
-        return reverse("content-page", kwargs={"slug": self.slug})
 
     @property
     def reader_url(self) -> str:

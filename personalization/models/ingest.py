@@ -63,7 +63,9 @@ class ImportJob(models.Model):
     feed = models.ForeignKey(FeedSource, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
     filename = models.CharField(max_length=300, blank=True, help_text="The file's name as given.")
-    column_mapping = models.JSONField(default=dict, blank=True, help_text='Source column per field: {"title": "headline"}.')
+    column_mapping = models.JSONField(
+        default=dict, blank=True, help_text='Source column per field: {"title": "headline"}.'
+    )
     options = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0, help_text="0 to 1.")
