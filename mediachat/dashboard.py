@@ -142,7 +142,7 @@ def assistant_status() -> AssistantStatus:
         return AssistantStatus(
             False, f"The active chat model {version.name} has no files at {version.artifact_path or '(no path)'}."
         )
-    from .engine.lm import State, engine_status  # the engine's own account, published by the serving process
+    from .engine.serving import State, engine_status  # the engine's own account, published by the serving process
 
     serving = engine_status()
     if serving.get("state") == State.ERROR and serving.get("model_version_id") == version.pk:
