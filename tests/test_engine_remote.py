@@ -27,18 +27,17 @@ from mediachat.engine import (
     Turn,
 )
 from mediachat.engine.decoding import DecodingParams
-from mediachat.engine.remote import (
-    ChannelLayerEngine,
+from mediachat.engine.remote import ChannelLayerEngine, cancels_flush
+from mediachat.engine.remote_server import ReplyWriter
+from mediachat.engine.retrieval import RetrievalEngine
+from mediachat.engine.wire import (
     EngineUnavailable,
-    ReplyWriter,
     StreamBroken,
-    cancels_flush,
     request_from_wire,
     request_to_wire,
     result_from_wire,
     result_to_wire,
 )
-from mediachat.engine.retrieval import RetrievalEngine
 from tests.conftest import ROOT, child_env, free_port, stop, wait_until
 from tests.ws_support import seed_catalog, worker_connections_closed  # noqa: F401 (autouse)
 

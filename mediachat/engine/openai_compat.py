@@ -37,8 +37,8 @@ from .base import (
     Generation,
 )
 from .decoding import DecodingParams, Strategy, decoding_resolve
-from .remote import EngineUnavailable
 from .retrieval import RetrievalEngine
+from .wire import EngineUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
 from mediachat.engine.base import Engine, EngineError
-from mediachat.engine.remote import EngineServer, real_layer
+from mediachat.engine.remote_server import EngineServer
+from mediachat.engine.wire import real_layer
 
 logger = logging.getLogger("mediachat.engine.run_engine")
 
