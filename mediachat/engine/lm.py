@@ -59,6 +59,7 @@ from .followups import FollowUp, Found, Kind, followup_resolve, followup_retriev
 from .retrieval import RetrievalEngine, describe_item, quoted_list, split_pieces
 from .serving import (  # State, STATUS_KEY and engine_status re-exported: callers know them from here
     STATUS_KEY,  # noqa: F401
+    RETRY_LOAD_SECONDS,
     ModelServing,
     Served,
     State,  # noqa: F401
@@ -330,6 +331,11 @@ class LMEngine(ModelServing, Engine):
         target = self.target()
         params = request.decoding or decoding_defaults()
         follow = followup_resolve(request.text, request.history)
+        failed_at = self._failed.get(target) if target is not None else None
+        answerless = target is None or (failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS)
+        if answerless and follow.kind in INTENTS:
+            # No model will answer: the search-only reply runs its own search (fallback_result); one is enough.
+            return Prepared(target, params, follow, ())
         found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
         if not found and follow.kind == Kind.SEARCH:  # nothing on the topic: what is new, as search does
             found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
