@@ -58,8 +58,8 @@ from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
 from .retrieval import RetrievalEngine, describe_item, quoted_list, split_pieces
 from .serving import (  # State, STATUS_KEY and engine_status re-exported: callers know them from here
-    STATUS_KEY,  # noqa: F401
     RETRY_LOAD_SECONDS,
+    STATUS_KEY,  # noqa: F401
     ModelServing,
     Served,
     State,  # noqa: F401
