@@ -66,18 +66,22 @@ class RemoteGeneration(Generation):
         deadline = loop.time() + float(config["ENGINE_TIMEOUT_S"]) + TIMEOUT_MARGIN_S
         ended = False  # the server has finished with this request (result or error)
         try:
+            request = {
+                "type": "engine.request",
+                "v": WIRE_VERSION,
+                "id": self.request_id,
+                "reply": reply,
+                "expires": time.time() + accept_s,
+                "request": request_to_wire(self.request),
+            }
+            # Shielded: a cancellation that lands inside the Redis command was swallowed there (measured: the
+            # interrupted reply streamed on to its end, and the next message's ack waited ~1 s for it). Now
+            # the caller is cancelled at once, the request still goes out whole, and `finally` cancels it
+            # on the engine process that takes it.
+            sending = asyncio.ensure_future(layer.send(config["ENGINE_CHANNEL"], request))
+            sending.add_done_callback(_consume_exception)
             try:
-                await layer.send(
-                    config["ENGINE_CHANNEL"],
-                    {
-                        "type": "engine.request",
-                        "v": WIRE_VERSION,
-                        "id": self.request_id,
-                        "reply": reply,
-                        "expires": time.time() + accept_s,
-                        "request": request_to_wire(self.request),
-                    },
-                )
+                await asyncio.shield(sending)
             except ChannelFull:
                 ended = True
                 raise EngineBusy("The engine queue is full; try again shortly.", retry_after_ms=BUSY_RETRY_MS) from None
@@ -175,6 +179,12 @@ class RemoteGeneration(Generation):
             await layer.send(self.server, {"type": "engine.cancel", "id": self.request_id})
         except Exception as exc:  # TimeoutError included: nobody took it, and it expires unserved
             logger.debug("cancel of engine request %s not sent: %r", self.request_id, exc)
+
+
+def _consume_exception(future: asyncio.Future) -> None:
+    """Mark a background future's exception as seen (it is reported where it matters, or not at all)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _spawn(coroutine) -> asyncio.Task:
