@@ -292,6 +292,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 decoding=decoding,
                 reply_id=stream.reply_id,
                 conversation_id=stream.conversation_id,
+                origin=self.channel_name,
             )
             generation = stream.generation = self.engine.start(request)
             async for piece in generation:

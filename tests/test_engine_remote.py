@@ -322,6 +322,42 @@ async def test_cancel_stops_the_reply_in_the_engine_process_and_frees_its_slot(e
     assert f"request {a.request_id} done" not in process.output()
 
 
+async def test_a_newer_request_from_the_same_socket_stops_the_older_one_at_once(engines):
+    await database_sync_to_async(seed_catalog)()
+    process = engines("--concurrency", "2", delay_ms=300)  # a climate reply: about 20 words, 6 s
+    engine = ChannelLayerEngine()
+    first: list[str] = []
+
+    async def consume(generation: Generation, into: list[str]) -> None:
+        async for piece in generation:
+            into.append(piece)
+
+    a = engine.start(dataclasses.replace(climate_request(), origin="socket-1"))
+    task = asyncio.create_task(consume(a, first))
+    await wait_for(lambda: len(first) >= 1)
+
+    # The same socket asks again before its client's cancel of the first reply has been sent: the engine
+    # process stops the first reply itself.
+    pieces, result, _ = await run(engine, dataclasses.replace(climate_request(), origin="socket-1"))
+    assert "".join(pieces) == result.text and result.cited
+    wait_until(lambda: f"request {a.request_id} cancelled by its client" in process.output(), timeout=5, what="stop")
+    assert not task.done()  # its client never cancelled it
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await cancels_flush()
+
+    # Another socket's request leaves a reply in flight alone.
+    c = engine.start(dataclasses.replace(climate_request(), origin="socket-2"))
+    other: list[str] = []
+    task = asyncio.create_task(consume(c, other))
+    await wait_for(lambda: len(other) >= 1)
+    await run(engine, dataclasses.replace(climate_request("jazz"), origin="socket-3"))
+    assert f"request {c.request_id} cancelled" not in process.output()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await cancels_flush()
+
+
 async def test_two_engine_processes_share_the_load(engines):
     await database_sync_to_async(seed_catalog)()
     processes = [engines("--concurrency", "1", delay_ms=100) for _ in range(2)]

@@ -26,6 +26,9 @@ class EngineRequest:
     decoding: DecodingParams | None = None  # resolved and checked by the caller; None: the engine's defaults
     reply_id: int | None = None  # the stored reply row, for logs and for engines in another process
     conversation_id: int | None = None
+    # Who asks (the socket's channel name): a newer request from the same origin supersedes an older one
+    # still in flight, which an engine in another process may then stop before the client's cancel arrives.
+    origin: str = ""
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ class EngineServer:
         self.cancelled_by_client: set[str] = set()
         self.side_tasks: set[asyncio.Task] = set()
         self.taken: dict[str, float] = {}  # request ids served here lately, with their `expires`
+        self.by_origin: dict[str, str] = {}  # the latest request in flight from each origin (a socket)
         self.stopping = False
         self.ready = asyncio.Event()
         self.counts = {
@@ -195,6 +196,7 @@ class EngineServer:
             "passed": 0,
             "expired": 0,
             "duplicate": 0,
+            "superseded": 0,
         }
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -254,12 +256,35 @@ class EngineServer:
             logger.info("request %s refused: busy (%d in flight)", request_id, len(self.tasks))
             self._side(self._refuse(reply, request_id))
             return
+        origin = (message.get("request") or {}).get("origin") or ""
+        if origin:
+            self._supersede(origin)
         task = asyncio.create_task(self._serve_one(message))
         self.tasks[request_id] = task
         self.taken[request_id] = message["expires"]
         if len(self.taken) > 4 * self.concurrency:  # forget ids whose duplicates would have expired anyway
             self.taken = {k: v for k, v in self.taken.items() if v >= now or k in self.tasks}
-        task.add_done_callback(lambda _: self.tasks.pop(request_id, None))
+        if origin:
+            self.by_origin[origin] = request_id
+        task.add_done_callback(lambda _: self._forget(request_id, origin))
+
+    def _supersede(self, origin: str) -> None:
+        """Stop the reply still in flight for `origin`: its socket has moved on to a newer message.
+
+        The consumer abandons a reply before it asks for the next one, and its cancel is on the way; stopping
+        the reply now spares the work done until that cancel arrives (a search, tokens nobody reads).
+        """
+        older = self.by_origin.get(origin)
+        task = self.tasks.get(older) if older is not None else None
+        if task is not None and not task.done():
+            self.counts["superseded"] += 1
+            self.cancelled_by_client.add(older)
+            task.cancel()
+
+    def _forget(self, request_id: str, origin: str) -> None:
+        self.tasks.pop(request_id, None)
+        if origin and self.by_origin.get(origin) == request_id:
+            del self.by_origin[origin]
 
     def _side(self, coroutine) -> None:
         """Run a one-send task (errors logged inside), holding it until it ends."""

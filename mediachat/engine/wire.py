@@ -71,6 +71,7 @@ def request_from_wire(data: dict) -> EngineRequest:
         decoding=decoding,
         reply_id=data.get("reply_id"),
         conversation_id=data.get("conversation_id"),
+        origin=data.get("origin") or "",
     )
 
 
