@@ -236,6 +236,7 @@ async def test_a_reply_streams_from_the_active_model_and_is_grounded(engine, mod
     # What an interruption would store: no citation grounding removes, none cut in half.
     assert generation.ground("Read [#9001] and [#9003]") == "Read [#9001] and"
     assert generation.ground("Read [#9001] and [#90") == "Read [#9001] and"
+    assert generation.ground("Read [#9001 first and [#9001]") == "Read first and [#9001]"  # never closed: gone
     assert len(pieces) > 3  # streamed token by token, not at once
     # 9003 (jazz) was not retrieved for "glaciers": its citation is removed before the reply is stored.
     assert result.text == "Read [#9001] and."

@@ -80,6 +80,8 @@ CONTEXT_ITEMS = 5  # catalog items retrieved into the prompt
 HISTORY_TURNS = 8  # earlier turns asked of the consumer; the budget drops the oldest when it must
 SHORTER_FLOOR = 16  # "shorter": at most half the previous reply's tokens, but never fewer than this
 UNFINISHED_CITATION_RE = re.compile(r"\[#?\d*$")  # a citation cut off by an interruption: "[#90"
+# A citation the model never closed ("[#48 faster"), anywhere: not a citation, and no text for a reader.
+MALFORMED_CITATION_RE = re.compile(r"\[#\d*(?![\d\]])")
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ class LMGeneration(Generation):
         """
         if self.context_ids is None:
             return text
-        return citations_ground(UNFINISHED_CITATION_RE.sub("", text), self.context_ids)[0]
+        text = MALFORMED_CITATION_RE.sub("", UNFINISHED_CITATION_RE.sub("", text))
+        return citations_ground(text, self.context_ids)[0]
 
     async def __aiter__(self) -> AsyncIterator[str]:
         engine = self.engine
@@ -355,7 +358,7 @@ class LMEngine(ModelServing, Engine):
     ) -> EngineResult:
         """The stored reply: `raw` grounded in the items the prompt held, with its cards."""
         in_context = {item.id for item in context_items}
-        text, cited_ids = citations_ground(raw, in_context)
+        text, cited_ids = citations_ground(MALFORMED_CITATION_RE.sub("", raw), in_context)
         by_id = {item.id: item for item in prepared.items}
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
         cited_items = [by_id[i] for i in cited_ids if i in by_id]
