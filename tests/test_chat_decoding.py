@@ -18,9 +18,8 @@ from mediachat.engine.decoding import (
     decoding_resolve,
     generate_kwargs,
 )
-from mediachat.models import Conversation, DecodingProfile, Message
+from mediachat.models import DecodingProfile, Message
 from mediachat.selectors import _decoding_cache, decoding_defaults, decoding_for_request
-from personalization.models import Content
 from personalization.roles import STAFF, roles_sync
 from tests.test_ws_protocol import ask, catalog, chat_settings, next_event, open_socket, session_key  # noqa: F401
 from tests.ws_support import worker_connections_closed  # noqa: F401 (autouse)
@@ -205,9 +204,3 @@ def test_assistant_status_says_why_it_is_unavailable(tmp_path, settings):
 def test_dashboard_shows_the_assistant_status(staff_client):
     page = staff_client.get(reverse("admin-dashboard")).content.decode()
     assert 'id="assistant-status"' in page and "Assistant: unavailable" in page
-
-
-def test_conversation_models_untouched():
-    # The conversation record keeps what the engine needs for the state: cited items per reply.
-    assert Message._meta.get_field("cited").related_model is Content
-    assert Conversation._meta.get_field("messages").related_model is Message

@@ -58,7 +58,6 @@ from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
 from .retrieval import RetrievalEngine, describe_item, quoted_list, split_pieces
 from .serving import (  # State, STATUS_KEY and engine_status re-exported: callers know them from here
-    RETRY_LOAD_SECONDS,
     STATUS_KEY,  # noqa: F401
     ModelServing,
     Served,
@@ -334,9 +333,7 @@ class LMEngine(ModelServing, Engine):
         target = self.target()
         params = request.decoding or decoding_defaults()
         follow = followup_resolve(request.text, request.history)
-        failed_at = self._failed.get(target) if target is not None else None
-        answerless = target is None or (failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS)
-        if answerless and follow.kind in INTENTS:
+        if (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
             # No model will answer: the search-only reply runs its own search (fallback_result); one is enough.
             return Prepared(target, params, follow, ())
         found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)

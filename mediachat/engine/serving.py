@@ -229,8 +229,7 @@ class ModelServing:
             if self._loading is not None:
                 # One load at a time; a load of another target is picked up by a later check.
                 return self._loading[1]
-            failed_at = self._failed.get(target)
-            if failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS:
+            if self.load_failed_lately(target):
                 return None
             done: Future = Future()
             done.set_running_or_notify_cancel()  # running: nobody can cancel it
@@ -239,6 +238,11 @@ class ModelServing:
             _status_set(state=State.LOADING, model_path=target.path, model_version_id=target.version_id, last_error="")
         threading.Thread(target=self._load, args=(target, done), name="chat-model-load", daemon=True).start()
         return done
+
+    def load_failed_lately(self, target: Target) -> bool:
+        """Whether `target` failed to load less than RETRY_LOAD_SECONDS ago (no new try before then)."""
+        failed_at = self._failed.get(target)
+        return failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_SECONDS
 
     async def served_for(self, target: Target | None) -> Served | None:
         """The model this reply goes to, counted in; None: no model (the reply is search results).
