@@ -51,7 +51,15 @@ class Message(models.Model):
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies")
     intent = models.CharField(max_length=100, blank=True)
     confidence = models.FloatField(null=True, blank=True)
-    entities = models.JSONField(default=list, blank=True)
+    entities = models.JSONField(
+        default=list, blank=True, help_text="Entities with character spans: kind, value, text, start, end."
+    )
+    intent_source = models.CharField(
+        max_length=16, blank=True, help_text="What decided the intent: rule, model, or empty when not classified."
+    )
+    intent_model_version = models.ForeignKey(
+        "training.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="classified_messages"
+    )
     cited = models.ManyToManyField("personalization.Content", blank=True, related_name="cited_in")
     model_version = models.ForeignKey(
         "training.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"

@@ -36,6 +36,9 @@ EDITOR_GRANTS = (
     Grant("personalization", ("interaction", "readerprofile"), ("view",)),
     # Intents, keyword rules and surveys arrive in later migrations; the patterns take them in as they do.
     Grant("personalization", ("intent*", "keywordrule", "survey*"), CRUD),
+    # Entity synonyms are the editors'; the gazetteer is rebuilt from the catalog and only read.
+    Grant("personalization", ("entitysynonym",), CRUD),
+    Grant("personalization", ("gazetteerentry",), ("view",)),
     # Data collection: editors run imports and keep feeds, rules and social posts; the pipeline writes the rest.
     Grant("personalization", ("feedsource", "mappingrule", "socialpost"), CRUD),
     # An import job is the record of what ran: started (add) and read, never edited; "Run again" makes a new one.

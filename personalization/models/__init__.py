@@ -10,20 +10,28 @@ from .ingest import (
     MappingRule,
     SocialPost,
 )
+from .intents import OUT_OF_SCOPE, EntityKind, EntitySynonym, GazetteerEntry, Intent, IntentExample, KeywordRule
 from .interactions import Interaction
 from .readers import ReaderProfile
 
 __all__ = [
+    "OUT_OF_SCOPE",
     "Author",
     "Content",
     "ContentEmbedding",
     "ContentFingerprint",
     "ContentRevision",
     "CustomerMessage",
+    "EntityKind",
+    "EntitySynonym",
     "FeedSource",
+    "GazetteerEntry",
     "ImportJob",
     "ImportRowError",
+    "Intent",
+    "IntentExample",
     "Interaction",
+    "KeywordRule",
     "MappingRule",
     "ReaderProfile",
     "Section",

@@ -37,9 +37,7 @@ class Interaction(models.Model):
             models.Index(fields=["-occurred_at"], name="interaction_time_idx"),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(user__isnull=False) | ~Q(session_key=""), name="interaction_has_reader"
-            ),
+            models.CheckConstraint(condition=Q(user__isnull=False) | ~Q(session_key=""), name="interaction_has_reader"),
         ]
 
     def __str__(self) -> str:
