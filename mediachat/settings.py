@@ -119,6 +119,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "training"},
     "personalization.tasks.intent_*": {"queue": "nlu"},
+    "personalization.understanding.tasks.*": {"queue": "nlu"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
