@@ -12,13 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
-try:
-    from .intent_data import OUT_OF_SCOPE
-except ImportError:  # intent_data is written alongside this module; the label is the same
-    OUT_OF_SCOPE = "out_of_scope"
+from .intent_data import OUT_OF_SCOPE
 
 CALIBRATION_BINS = 10
 BEST_RULE = (
@@ -171,7 +168,9 @@ def evaluation_report(
     correct = truth == pred
     precision, recall, f1, support = precision_recall_fscore_support(truth, pred, labels=order, zero_division=0)
     present = [label for label in order if label != OUT_OF_SCOPE and label in set(y_true)]
-    matrix = confusion_matrix(truth, pred, labels=order)
+    at = {label: i for i, label in enumerate(order)}
+    matrix = np.zeros((len(order), len(order)), dtype=int)
+    np.add.at(matrix, ([at[t] for t in truth], [at[p] for p in pred]), 1)
     pairs = [(order[i], order[j], int(matrix[i, j])) for i, j in zip(*np.nonzero(matrix), strict=True) if i != j]
     pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
     predicted_oos = pred == OUT_OF_SCOPE
