@@ -219,7 +219,7 @@ def confusion_matrix_svg(labels: list[str], matrix: list[list[int]], *, max_labe
     return _svg(width, height, caption, body)
 
 
-def reliability_svg(bins: list[dict], *, title: str = "Reliability", size: int = 240) -> str:
+def reliability_svg(bins: list[dict], *, title: str = "Reliability", size: int = 280) -> str:
     """A calibration diagram of `bins` (calibration_summary's): per confidence bin a bar as high as its
     accuracy, a red tick at its mean confidence, and the diagonal a calibrated model would follow."""
     left, top, bottom = 34.0, 10.0, 28.0
@@ -254,8 +254,8 @@ def reliability_svg(bins: list[dict], *, title: str = "Reliability", size: int =
             f'<text x="{left + plot * value:.1f}" y="{base + 12:.1f}" text-anchor="middle" fill="#666">{value:g}</text>'
         )
     body.append(
-        f'<text x="{left + plot / 2:.1f}" y="{base + bottom - 4:.1f}" text-anchor="middle">confidence '
-        f"(bars: accuracy, red: mean confidence)</text>"
+        f'<text x="{left + plot / 2:.1f}" y="{base + bottom - 4:.1f}" text-anchor="middle">'
+        "confidence (bar: accuracy, red: mean)</text>"
     )
     return _svg(size, base + bottom, title, body)
 
@@ -280,10 +280,11 @@ def f1_bars_svg(
     plot, top = 300.0, 22.0
     width, height = left + plot + 40, top + row * len(ordered) + 20
     body = []
-    for s, (name, _, color) in enumerate(series):
-        x = left + s * 120
+    x = left
+    for name, _, color in series:
         body.append(f'<rect x="{x:.1f}" y="4" width="10" height="8" fill="{color}"/>')
         body.append(f'<text x="{x + 14:.1f}" y="12">{_esc(name)}</text>')
+        x += 24 + CHAR_W * len(name)
     for i, label in enumerate(ordered):
         y0 = top + row * i
         body.append(
