@@ -140,6 +140,10 @@ CELERY_BEAT_SCHEDULE = {
     "conversations-close-stale": {"task": "mediachat.tasks.conversations_close_stale", "schedule": 300.0},
     "contents-embed-pending": {"task": "personalization.embeddings.tasks.contents_embed_pending", "schedule": 120.0},
     "feeds-poll-due": {"task": "personalization.ingest.feed_tasks.feeds_poll_due", "schedule": 60.0},
+    "gazetteer-rebuild": {
+        "task": "personalization.understanding.tasks.gazetteer_rebuild",
+        "schedule": crontab(hour=2, minute=45),
+    },
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------

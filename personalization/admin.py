@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from . import admin_entities  # noqa: F401  (registers the synonym and gazetteer admin)
 from .admin_ingest import ContentRevisionInline, SocialPostInline  # also registers the data-collection admin
 from .models import Author, Content, Interaction, ReaderProfile, Section, Tag
 from .publishing import content_archive, content_publish, content_unpublish
