@@ -111,12 +111,13 @@ class EntityExtractor:
 
     def __init__(self, entries: Iterable[EntryLike], *, built_at: datetime | None = None) -> None:
         self.built_at = built_at
-        self._exact: dict[str, EntryLike] = {}
+        self._exact: dict[str, GazetteerEntryData] = {}
         self._prefixes: set[str] = set()
-        for entry in entries:
-            surface = surface_normalise(entry.surface)
+        for row in entries:
+            surface = surface_normalise(row.surface)
             if not surface or surface in STOPWORDS:
                 continue
+            entry = GazetteerEntryData(str(row.kind), surface, row.value, row.ref_id, float(row.weight or 0.0))
             best = self._exact.get(surface)
             if best is None or _rank(entry) > _rank(best):
                 self._exact[surface] = entry
@@ -157,7 +158,9 @@ class EntityExtractor:
     def _extract(self, text: str, now: datetime) -> list[Entity]:
         tokens = [(m.start(), m.end(), _fold(m.group())) for m in _TOKEN.finditer(text)]
         found = self._exact_matches(text, tokens)
-        found += [Entity(EntityKind.DATE, m.iso_interval(), m.text, m.start, m.end) for m in dates_find(text, now=now)]
+        found += [
+            Entity(EntityKind.DATE.value, m.iso_interval(), m.text, m.start, m.end) for m in dates_find(text, now=now)
+        ]
         found += self._fuzzy_matches(text, tokens[:FUZZY_MAX_TOKENS])
         return _without_overlaps(found)
 
@@ -184,7 +187,7 @@ class EntityExtractor:
         # Candidates: surfaces sharing a token with the message, or a token one edit away ("achterberk").
         anchors: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for p, (_, _, token) in enumerate(tokens):
-            if len(token) < 3 or token in STOPWORDS or token.isdigit():
+            if not 3 <= len(token) <= 40 or token in STOPWORDS or token.isdigit():
                 continue
             if token in self._postings:
                 similar = {token}
