@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from personalization.understanding.examples import intent_training_set
+from personalization.understanding.examples import TooLittleDataError, intent_training_set
 from training.models import ModelKind, TrainingRun
 from training.pipelines.checkpoints import directory_publish, directory_tmp
 from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord
 from training.pipelines.intent_eval import evaluation_report, kfold_evaluate, reports_compare
 
-from .runs import Checkpoint, PipelineResult, RunCancelled, git_revision
+from .runs import Checkpoint, PipelineResult, RunCancelled, TrainingRunError, git_revision
 
 STOP_CHECK_INTERVAL_S = 1.0
 DATA_END, TRAIN_END, EVALUATE_END = 0.03, 0.85, 0.97
@@ -148,15 +148,18 @@ def _summary(report: dict) -> dict:
 def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
     """The intent pipeline: split the examples, train and compare the pipelines, save the best.
 
-    Raises ValueError (TooLittleDataError) naming the intents with too few examples, RunCancelled when the
-    run is cancelled (nothing is left behind).
+    Raises TrainingRunError naming the intents with too few examples (the run fails with that message),
+    RunCancelled when the run is cancelled (nothing is left behind).
     """
     from training.pipelines.intents import IntentConfig, intent_pipelines_train
 
     params = IntentParameters.from_parameters(run.parameters)
     watch = _Watch(run.id, checkpoint, params.pipelines)
     watch.report(0.0, f"collecting examples (pipelines {', '.join(params.pipelines)}, seed {params.seed})")
-    records = intent_training_set(min_examples=params.min_examples)
+    try:
+        records = intent_training_set(min_examples=params.min_examples)
+    except TooLittleDataError as exc:
+        raise TrainingRunError(str(exc)) from None
     train, validation, test = split_records(records, params)
     labels = sorted({r.label for r in train})
     watch.report(

@@ -348,6 +348,11 @@ def training_run_execute(*, run_id: int, observer: Observer | None = None) -> No
         _discard(result)
         _release(run_id)
         raise
+    except TrainingRunError as exc:  # a refusal for people (too little data...): the message, no traceback
+        _discard(result)
+        TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.FAILED, finished_at=timezone.now(), log=_log_append(f"failed: {exc}")
+        )
     except Exception:
         logger.exception("training run %s failed", run_id)
         _discard(result)

@@ -1,0 +1,146 @@
+"""Intent classifiers end to end on small data: train, calibrate, threshold, save, load, predict anything."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from transformers import BertConfig, BertModel
+
+from training.pipelines import intent_encoders
+from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord
+from training.pipelines.intents import IntentConfig, IntentModel, intent_pipelines_train, log_softmax, temperature_fit
+
+TOPICS = ["climate", "football", "elections", "space", "jazz", "startups", "cooking", "the economy"]
+TEMPLATES = {
+    "latest_news": ["what's new today", "latest news on {t}", "any fresh stories about {t}", "what happened with {t}"
+                    " this week", "show me today's headlines", "breaking news {t}"],
+    "search_topic": ["find articles about {t}", "search for {t}", "do you have anything on {t}",
+                     "I'm looking for pieces about {t}", "look up {t} for me"],
+    "greeting": ["hello", "hi there", "good morning", "hey", "hiya, how are you", "good evening to you"],
+    "thanks": ["thanks", "thank you so much", "cheers for that", "much appreciated", "thanks a lot, that helps",
+               "great, thank you"],
+}  # fmt: skip
+OUT = [
+    "what's 17 times 23", "book me a flight to Rome", "how do I bake sourdough", "what is my bank balance",
+    "tell me a joke about cats", "set an alarm for 7am", "how tall is mount everest", "translate hello to german",
+]  # fmt: skip
+
+
+def _examples(seed: int = 0) -> list[IntentRecord]:
+    rng = random.Random(seed)
+    records = []
+    for label, templates in TEMPLATES.items():
+        texts = {tpl.format(t=t) for tpl, t in itertools.product(templates, TOPICS)}
+        texts |= {text + suffix for text in list(texts) for suffix in ("?", " please")}
+        chosen = sorted(texts)
+        rng.shuffle(chosen)
+        records += [IntentRecord(text, label) for text in chosen[:40]]
+    return records
+
+
+def _split(records):
+    train, val = [], []
+    for i, record in enumerate(records):
+        (val if i % 5 == 0 else train).append(record)
+    return train, val + [IntentRecord(text, OUT_OF_SCOPE) for text in OUT]
+
+
+BAD_INPUTS = ["", "   ", "x" * 10_000, "🙂🙂🎉", "日本のニュースは?", "<b>latest</b> <script>alert(1)</script>",
+              "nul\x00byte", "hola, what's new in football?"]  # fmt: skip
+
+
+def test_tfidf_learns_thresholds_and_round_trips(tmp_path):
+    train, val = _split(_examples())
+    results = intent_pipelines_train(train, val, IntentConfig(pipelines=("tfidf",)))
+    result = results["tfidf"]
+    model = result.model
+    assert model.labels == sorted(TEMPLATES)
+    assert result.validation["inscope_accuracy"] >= 0.9
+    assert 0.0 < model.temperature < 20.0 and 0.0 <= model.threshold < 1.0
+
+    unseen = ["any news about the election today", "could you look up space for me", "thank you kindly", "hey hello"]
+    labels = [p.label for p in model.predict(unseen)]
+    assert labels == ["latest_news", "search_topic", "thanks", "greeting"]
+
+    model.save(tmp_path / "m", IntentConfig(pipelines=("tfidf",)))
+    loaded = IntentModel.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.probabilities(unseen), model.probabilities(unseen), rtol=1e-6)
+    assert loaded.threshold == model.threshold
+
+    for prediction in loaded.predict(BAD_INPUTS):
+        assert prediction.label in (*TEMPLATES, OUT_OF_SCOPE) and 0.0 <= prediction.confidence <= 1.0
+
+
+def test_out_of_scope_is_below_the_threshold():
+    train, val = _split(_examples())
+    model = intent_pipelines_train(train, val, IntentConfig(pipelines=("tfidf",)))["tfidf"].model
+    inscope = model.predict([r.text for r in val if r.label != OUT_OF_SCOPE])
+    out = model.predict(OUT)
+    # The threshold was tuned on these: more out-of-scope queries are caught than in-scope ones lost.
+    caught = sum(p.label == OUT_OF_SCOPE for p in out) / len(out)
+    lost = sum(p.label == OUT_OF_SCOPE for p in inscope) / len(inscope)
+    assert caught > 0.5 and lost < 0.2
+    assert all(p.best in TEMPLATES and p.ranking[0][0] == p.best for p in out)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A user's encoder saved locally: a two-layer BERT with all-MiniLM-L6-v2's tokenizer, random weights."""
+    folder = tmp_path_factory.mktemp("encoder")
+    _, tokenizer = intent_encoders.encoder_load(None)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_finetuned_and_ensemble_from_a_local_encoder(tiny_encoder, tmp_path):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned", "ensemble"), encoder=str(tiny_encoder), seed=1)
+    config.fine_tune.epochs = 6
+    config.fine_tune.lr = 1e-3
+    seen = []
+    results = intent_pipelines_train(train, val, config, progress=lambda p, f, line: seen.append((p, f)))
+    finetuned, ensemble = results["finetuned"], results["ensemble"]
+    # The random encoder learned the intents: far better than chance (1 in 4) on validation.
+    assert finetuned.validation["inscope_accuracy"] >= 0.6
+    assert finetuned.fit["final_loss"] < np.log(len(TEMPLATES))
+    assert ensemble.validation["inscope_accuracy"] >= finetuned.validation["inscope_accuracy"] - 0.05
+    assert ("finetuned", 1.0) in seen and any(p == "tfidf" for p, _ in seen)  # the ensemble trained its member
+
+    ensemble.model.save(tmp_path / "e", config)
+    loaded = IntentModel.load(tmp_path / "e")
+    texts = ["latest news on jazz", "thanks!", ""]
+    np.testing.assert_allclose(loaded.probabilities(texts), ensemble.model.probabilities(texts), atol=1e-5)
+    assert [m["pipeline"] for m in loaded.meta["members"]] == ["finetuned", "tfidf"]
+
+
+def test_fine_tuning_stops_when_asked(tiny_encoder):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder))
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(InterruptedError):
+        intent_pipelines_train(train, val, config, should_stop=should_stop)
+    assert len(calls) == 4
+
+
+def test_temperature_fit_recovers_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(4000, 5))
+    probs = np.exp(log_softmax(logits / 2.5))
+    targets = np.array([rng.choice(5, p=p) for p in probs])
+    assert temperature_fit(logits, targets) == pytest.approx(2.5, rel=0.15)
+
+
+def test_config_refuses_unknown_pipelines():
+    with pytest.raises(ValueError, match="unknown pipelines"):
+        IntentConfig(pipelines=("tfidf", "bert-large"))
