@@ -10,6 +10,7 @@ from django.urls import path, reverse
 
 from . import admin_entities  # noqa: F401  (registers the synonym and gazetteer admin)
 from .admin_ingest import ContentRevisionInline, SocialPostInline  # also registers the data-collection admin
+from .admin_intents import IntentAdmin  # noqa: F401  (registers the intents admin: intents, examples, keyword rules)
 from .models import Author, Content, Interaction, ReaderProfile, Section, Tag
 from .publishing import content_archive, content_publish, content_unpublish
 

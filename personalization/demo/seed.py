@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from personalization.models import Author, Content, Interaction, ReaderProfile, Section, Tag
 from personalization.roles import EDITORS, STAFF
+from personalization.understanding.defaults import intents_load_defaults
 
 from .catalog import DemoCatalog, DemoItem, demo_catalog
 from .history import HistoryEvent, reading_history
@@ -271,4 +272,5 @@ def demo_seed(*, stdout: TextIO | None = None, now: datetime | None = None) -> d
         events = [e for reader in catalog.readers for e in reading_history(reader, published, until=anchor)]
         _write_histories(events, content_ids, reader_ids)
         _say(stdout, f"Reading histories: {len(events)} interactions")
+        _say(stdout, f"Default intents: {intents_load_defaults()} examples added")
     return demo_counts(catalog, now=now)
