@@ -177,7 +177,7 @@ def _rasa_examples(node: yaml.Node, intent: str) -> list[tuple[str, int]]:
             line = raw.strip()
             if not line:
                 continue
-            if not line.startswith("- "):
+            if line != "-" and not line.startswith("- "):
                 raise IntentDataError(
                     f"Rasa YAML line {first + offset}: intent {intent!r}: write examples as '- text'."
                 )
