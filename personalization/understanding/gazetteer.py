@@ -8,7 +8,7 @@ gazetteer or the new one, never half of it.
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -158,15 +158,20 @@ def _name_kind(words: list[str], name: _Name, lower_words: set[str]) -> str | No
     return None
 
 
-def catalog_names(documents: Iterable[str]) -> list[GazetteerEntryData]:
-    """People, places and organisations named in at least MIN_DOCUMENTS of `documents`, typed by heuristics."""
-    texts = [_TAG.sub(" ", doc or "") for doc in documents]
-    lower_words = {m.group() for text in texts for m in _WORD.finditer(text) if m.group()[0].islower()}
+def catalog_names(documents: Callable[[], Iterable[str]]) -> list[GazetteerEntryData]:
+    """People, places and organisations named in at least MIN_DOCUMENTS documents, typed by heuristics.
+
+    `documents()` is called twice (once to learn which words the catalog writes in lower case), so a large
+    catalog streams from the database rather than sitting in memory.
+    """
+    lower_words = {
+        m.group() for doc in documents() for m in _WORD.finditer(_TAG.sub(" ", doc or "")) if m.group()[0].islower()
+    }
     names: dict[str, _Name] = defaultdict(_Name)
     spelled: dict[str, Counter] = defaultdict(Counter)
-    for text in texts:
+    for doc in documents():
         seen = set()
-        for run, before, after in _capitalised_runs(text):
+        for run, before, after in _capitalised_runs(_TAG.sub(" ", doc or "")):
             words = _clean_run(run, lower_words)
             if not words:
                 continue
@@ -231,8 +236,8 @@ def _catalog_entries() -> list[GazetteerEntryData]:
         label, sep, rest = title.partition(":")
         if sep and len(label.split()) <= 2 and len(rest.split()) >= 2:
             entries.append(GazetteerEntryData(EntityKind.CONTENT, surface_normalise(rest), slug[:MAX_SURFACE], pk))
-    texts = published.values_list("title", "summary", "body").iterator(chunk_size=500)
-    entries += catalog_names(_document(*parts) for parts in texts)
+    texts = published.values_list("title", "summary", "body")
+    entries += catalog_names(lambda: (_document(*parts) for parts in texts.iterator(chunk_size=500)))
     return entries
 
 
