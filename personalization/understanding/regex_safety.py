@@ -15,6 +15,9 @@ from re import _constants as sre
 from re import _parser as sre_parse
 
 RISKY_REPEAT = 10  # a repeat allowing this many iterations or more can blow up when its body is ambiguous
+# Repeats nested deeper than this are refused: the `regex` module's compiler takes time and memory
+# exponential in the depth (20 levels of (…)+ take gigabytes), and no rule needs them.
+MAX_REPEAT_DEPTH = 6
 _REPEATS = {sre.MAX_REPEAT, sre.MIN_REPEAT}  # POSSESSIVE_REPEAT never gives back what it took
 _LEAVES = {sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN}
 _CATEGORIES = {sre.CATEGORY_DIGIT: "digit", sre.CATEGORY_WORD: "word", sre.CATEGORY_SPACE: "space"}
@@ -134,6 +137,16 @@ def _chars(items, *, first: bool) -> _Chars:
     return chars
 
 
+def _set_end(pattern: str, start: int) -> int:
+    """The index after the set opening at `start` ("]" first, after any "^", is a literal)."""
+    j = start + 1
+    j += pattern[j : j + 1] == "^"
+    j += pattern[j : j + 1] == "]"
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
 def _mark_alternatives(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
@@ -141,14 +154,10 @@ def _mark_alternatives(pattern: str) -> str:
         if ch == "\\":
             out.append(pattern[i : i + 2])
             i += 2
-        elif ch == "[":  # a set: "|" inside is a literal; "]" first (after any "^") too
-            j = i + 1
-            j += pattern[j : j + 1] == "^"
-            j += pattern[j : j + 1] == "]"
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            out.append(pattern[i : j + 1])
-            i = j + 1
+        elif ch == "[":  # "|" in a set is a literal
+            end = _set_end(pattern, i)
+            out.append(pattern[i:end])
+            i = end
         else:
             out.append(ch + _MARK if ch == "|" else ch)
             i += 1
@@ -244,6 +253,36 @@ def _problem(items) -> str | None:
     return None
 
 
+def _repeat_depth(items) -> int:
+    deepest = 0
+    for op, av in items:
+        if op in _REPEATS or op is sre.POSSESSIVE_REPEAT:
+            deepest = max(deepest, 1 + _repeat_depth(av[2]))
+        elif op is sre.BRANCH:
+            deepest = max([deepest, *(_repeat_depth(alt) for alt in av[1])])
+        elif op is sre.SUBPATTERN:
+            deepest = max(deepest, _repeat_depth(av[-1]))
+        elif op is sre.ATOMIC_GROUP:
+            deepest = max(deepest, _repeat_depth(av))
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            deepest = max(deepest, _repeat_depth(av[1]))
+    return deepest
+
+
+def _group_depth(pattern: str) -> int:
+    """How deeply parentheses nest in `pattern`, for patterns Python's parser cannot read."""
+    depth = deepest = i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "[":
+            i = _set_end(pattern, i)
+            continue
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+        i += 2 if ch == "\\" else 1
+    return deepest
+
+
 def _parse(pattern: str) -> list | None:
     """The normalized tree, or None for syntax Python's parser does not know."""
     plain = _REGEX_ONLY.sub(r"\\w", pattern)
@@ -260,11 +299,14 @@ def _parse(pattern: str) -> list | None:
 def backtracking_problem(pattern: str) -> str | None:
     """Why `pattern` could backtrack catastrophically (a phrase such as "a repeat inside a repeat, …"), or None
     when the check finds nothing or cannot read the pattern (syntax only the `regex` module knows)."""
+    too_deep = f"repeats or groups nested too deeply (at most {MAX_REPEAT_DEPTH} levels)"
     try:
         tree = _parse(pattern)
-        return _problem(tree) if tree is not None else None
+        if tree is None:
+            return too_deep if _group_depth(pattern) > MAX_REPEAT_DEPTH else None
+        return too_deep if _repeat_depth(tree) > MAX_REPEAT_DEPTH else _problem(tree)
     except RecursionError:
-        return "groups nested too deeply to check"
+        return too_deep
 
 
 def matches_empty(pattern: str) -> bool:

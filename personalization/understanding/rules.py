@@ -47,11 +47,7 @@ def rule_pattern_check(*, kind: str, pattern: str) -> None:
         raise ValidationError("Give a pattern: a word or phrase, or a regular expression.")
     if kind == KeywordRule.Kind.KEYWORD:
         return
-    try:
-        compiled = regex.compile(pattern)
-    except regex.error as exc:
-        at = f" at position {exc.pos}" if exc.pos is not None else ""
-        raise ValidationError(f"Not a valid regular expression: {exc.msg}{at}.") from exc
+    # Before compiling: the `regex` module's compiler is itself exponential in deeply nested repeats.
     problem = backtracking_problem(pattern)
     if problem:
         raise ValidationError(
@@ -59,6 +55,11 @@ def rule_pattern_check(*, kind: str, pattern: str) -> None:
             "Rewrite it so that each part can match a text in one way only (e.g. a+ instead of (a+)+, "
             "aa? instead of (a|aa))."
         )
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
+        at = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValidationError(f"Not a valid regular expression: {exc.msg}{at}.") from exc
     if matches_empty(pattern) or compiled.search("", timeout=RULE_TIMEOUT_S) is not None:
         raise ValidationError(
             "This regular expression can match without any text, so it would decide every message; "
