@@ -6,6 +6,7 @@ Monday. A date without a year is the most recent such date that is not in the fu
 looks back ("since Monday", "past 3 days", "lately") ends at `now`.
 """
 
+import bisect
 import calendar
 import datetime as dt
 import re
@@ -309,14 +310,17 @@ def dates_find(text: str, *, now: dt.datetime) -> list[DateMention]:
                 continue  # 31 February, year 10000…
             found.append((m.start(), m.end(), (since, until)))
     found.sort(key=lambda f: (f[0] - f[1], f[0]))
-    taken: list[tuple[int, int, Interval]] = []
+    taken: list[tuple[int, int, Interval]] = []  # sorted by start, never overlapping
     for start, end, span in found:
-        if all(end <= s or start >= e for s, e, _ in taken):
-            taken.append((start, end, span))
+        i = bisect.bisect_right(taken, start, key=lambda t: t[0])
+        if (i and taken[i - 1][1] > start) or (i < len(taken) and taken[i][0] < end):
+            continue
+        taken.insert(i, (start, end, span))
     mentions = []
-    for start, end, (since, until) in sorted(taken, key=lambda t: t[0]):
-        before = _SINCE_BEFORE.search(text, 0, start) if start else None
+    for start, end, (since, until) in taken:
+        window = max(0, start - 30)
+        before = _SINCE_BEFORE.search(text[window:start]) if start else None
         if before and since < now:
-            start, until = before.start(), now
+            start, until = window + before.start(), now
         mentions.append(DateMention(start, end, text[start:end], since, until))
     return mentions

@@ -6,6 +6,7 @@ titles and names are also found with a typo or two, with rapidfuzz on a bounded 
 are character offsets into the message and never overlap: the longest match wins.
 """
 
+import bisect
 import logging
 import re
 import threading
@@ -239,11 +240,15 @@ def _rank(entry: EntryLike) -> tuple[int, float]:
 def _without_overlaps(found: list[Entity]) -> list[Entity]:
     """The longest spans first (then the surest, then the more specific kind), skipping any that overlap."""
     found.sort(key=lambda e: (e.start - e.end, -e.score, -KIND_PRIORITY.get(e.kind, 0), e.start))
-    taken: list[Entity] = []
+    starts: list[int] = []  # the kept spans, sorted; they never overlap, so their ends are sorted too
+    kept: list[Entity] = []
     for entity in found:
-        if all(entity.end <= t.start or entity.start >= t.end for t in taken):
-            taken.append(entity)
-    return sorted(taken, key=lambda e: e.start)
+        i = bisect.bisect_right(starts, entity.start)
+        if (i and kept[i - 1].end > entity.start) or (i < len(kept) and kept[i].start < entity.end):
+            continue
+        starts.insert(i, entity.start)
+        kept.insert(i, entity)
+    return kept
 
 
 # --- The extractor over the stored gazetteer, reloaded after a rebuild -------------------------------------------
