@@ -9,7 +9,8 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from training.pipelines.intent_data import EXTENSION_FORMATS, format_for_filename
 
@@ -19,6 +20,9 @@ from .understanding.examples import IntentImportError, intent_examples_export, i
 from .understanding.rules import RuleSet, rule_pattern_check
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# An intent with more examples than this lists them on the examples page instead of inline: a form of
+# hundreds of rows would pass Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1000) and could not be saved.
+MAX_INLINE_EXAMPLES = 100
 FORMAT_CHOICES = [("csv", "CSV (text,label)"), ("clinc", "CLINC150 JSON"), ("rasa", "Rasa NLU YAML")]
 # Export format → (file extension, content type).
 DOWNLOADS = {
@@ -149,8 +153,8 @@ class IntentAdmin(admin.ModelAdmin):
     list_display = ["name", "action", "is_active", "example_count", "rule_count", "updated_at"]
     list_filter = ["is_active", "action"]
     search_fields = ["name", "description"]
-    readonly_fields = ["created_at", "updated_at"]
-    fields = ["name", "action", "description", "is_active", "created_at", "updated_at"]
+    readonly_fields = ["examples_link", "created_at", "updated_at"]
+    fields = ["name", "action", "description", "is_active", "examples_link", "created_at", "updated_at"]
     inlines = [KeywordRuleInline, IntentExampleInline]
     actions = ["export_csv", "export_clinc", "export_rasa"]
 
@@ -168,6 +172,19 @@ class IntentAdmin(admin.ModelAdmin):
     @admin.display(description="Rules", ordering="rule_total")
     def rule_count(self, intent: Intent) -> int:
         return intent.rule_total
+
+    @admin.display(description="Examples")
+    def examples_link(self, intent: Intent) -> str:
+        if intent.pk is None:
+            return "-"
+        link = reverse("admin:personalization_intentexample_changelist") + f"?intent__id__exact={intent.pk}"
+        return format_html('<a href="{}">{} examples</a>', link, intent.examples.count())
+
+    def get_inline_instances(self, request: HttpRequest, obj: Intent | None = None) -> list:
+        inlines = super().get_inline_instances(request, obj)
+        if obj is not None and obj.examples.count() > MAX_INLINE_EXAMPLES:
+            inlines = [inline for inline in inlines if not isinstance(inline, IntentExampleInline)]
+        return inlines
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.import_view)

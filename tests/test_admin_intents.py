@@ -94,6 +94,16 @@ def test_the_changelist_counts_examples_and_rules(client, users, objects):
     assert rows == {"greeting": (2, 1), "thanks": (0, 0)}
 
 
+def test_an_intent_with_many_examples_links_to_them_instead_of_listing_them(client, users, objects):
+    intent = objects["intent"]
+    client.force_login(users["editor"])
+    assert "examples-TOTAL_FORMS" in client.get(url("intent", "change", intent.pk)).content.decode()
+    IntentExample.objects.bulk_create(IntentExample(intent=intent, text=f"hello {i}") for i in range(100))
+    page = client.get(url("intent", "change", intent.pk)).content.decode()
+    assert "examples-TOTAL_FORMS" not in page and "rules-TOTAL_FORMS" in page
+    assert f"?intent__id__exact={intent.pk}" in page and "101 examples" in page
+
+
 def test_a_reader_is_sent_to_the_login_page(client, users, objects):
     client.force_login(users["reader"])
     pages = [url("intent", "import")]
