@@ -87,16 +87,17 @@ def _keyword_regex(phrase: str, *, case_sensitive: bool) -> regex.Pattern:
 def _compile(rule) -> _CompiledRule | None:
     """A rule ready to match, or None (logged) when its pattern is unusable."""
     intent = rule.intent if isinstance(rule.intent, str) else rule.intent.name
+    rule_id, case_sensitive = getattr(rule, "id", None), getattr(rule, "case_sensitive", False)
     try:
         rule_pattern_check(kind=rule.kind, pattern=rule.pattern)
         if rule.kind == KeywordRule.Kind.KEYWORD:
-            pattern = _keyword_regex(rule.pattern, case_sensitive=rule.case_sensitive)
+            pattern = _keyword_regex(rule.pattern, case_sensitive=case_sensitive)
         else:
-            pattern = regex.compile(rule.pattern, 0 if rule.case_sensitive else regex.IGNORECASE)
+            pattern = regex.compile(rule.pattern, 0 if case_sensitive else regex.IGNORECASE)
     except (ValidationError, regex.error) as exc:
-        logger.warning("Keyword rule %s (%r) skipped: %s", rule.id, rule.pattern, exc)
+        logger.warning("Keyword rule %s (%r) skipped: %s", rule_id, rule.pattern, exc)
         return None
-    return _CompiledRule(rule_id=rule.id, intent=intent, kind=rule.kind, pattern=pattern)
+    return _CompiledRule(rule_id=rule_id, intent=intent, kind=rule.kind, pattern=pattern)
 
 
 class RuleSet:
@@ -107,10 +108,14 @@ class RuleSet:
 
     @classmethod
     def from_rules(cls, rules: Iterable) -> "RuleSet":
-        """Rules from `KeywordRule` rows (intent selected with them) or any objects with id, intent (a name or
-        an object with .name), kind, pattern, case_sensitive, priority and, optionally, enabled."""
-        usable = [rule for rule in rules if getattr(rule, "enabled", True)]
-        usable.sort(key=lambda rule: (-rule.priority, rule.id if rule.id is not None else float("inf")))
+        """Rules from `KeywordRule` rows (intent selected with them) or any objects with intent (a name or an
+        object with .name), kind and pattern, and optionally id, case_sensitive, priority and enabled."""
+
+        def order(rule) -> tuple[int, float]:
+            rule_id = getattr(rule, "id", None)
+            return -getattr(rule, "priority", 0), rule_id if rule_id is not None else float("inf")
+
+        usable = sorted((rule for rule in rules if getattr(rule, "enabled", True)), key=order)
         return cls([compiled for compiled in map(_compile, usable) if compiled is not None])
 
     def __len__(self) -> int:
