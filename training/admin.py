@@ -16,6 +16,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from .admin_intents import intent_report_html
 from .models import ModelKind, ModelVersion, TrainingRun
 from .pipelines.charts import loss_chart
 from .services import runs
@@ -102,6 +103,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "metrics_pretty",
         "evaluation",
         "loss_curve",
+        "intent_report",
     ]
     fields = ["kind", "name", "status", "artifact_path", "training_run", "config", "metrics"]
     actions = ["activate"]
@@ -109,8 +111,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
         if obj is None:
             return self.fields
-        chat = ["evaluation", "loss_curve"] if obj.kind == ModelKind.CHAT_LM else []
-        return [*self.fields[:3], *chat, *self.fields[3:], "metrics_pretty", "created_by", "created_at", "activated_at"]
+        shown = {ModelKind.CHAT_LM: ["evaluation", "loss_curve"], ModelKind.INTENT: ["intent_report"]}
+        return [
+            *self.fields[:3],
+            *shown.get(obj.kind, []),
+            *self.fields[3:],
+            "metrics_pretty",
+            "created_by",
+            "created_at",
+            "activated_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
         # The kind of a stored version is fixed: moving an active one would break "one active per kind".
@@ -127,6 +137,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Loss curve")
     def loss_curve(self, version: ModelVersion) -> str:
         return loss_curve_html(version.metrics or {})
+
+    @admin.display(description="Evaluation")
+    def intent_report(self, version: ModelVersion) -> str:
+        return intent_report_html(version.metrics or {})
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:
         if not change:
@@ -207,6 +221,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "status",
         "progress_bar",
         "loss_curve",
+        "intent_report",
         "metrics_pretty",
         "log_text",
         "celery_task_id",
@@ -222,7 +237,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
-        return ["kind", "parameters"] if obj is None else self.readonly_fields
+        if obj is None:
+            return ["kind", "parameters"]
+        return [f for f in self.readonly_fields if f != "intent_report" or obj.kind == ModelKind.INTENT]
 
     def get_readonly_fields(self, request: HttpRequest, obj: TrainingRun | None = None) -> list[str]:
         return [] if obj is None else self.readonly_fields
@@ -264,6 +281,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="Parameters")
     def parameters_pretty(self, run: TrainingRun) -> str:
         return _pretty_json(run.parameters)
+
+    @admin.display(description="Evaluation")
+    def intent_report(self, run: TrainingRun) -> str:
+        return intent_report_html(run.metrics or {})
 
     @admin.display(description="Metrics")
     def metrics_pretty(self, run: TrainingRun) -> str:

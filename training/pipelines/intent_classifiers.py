@@ -150,6 +150,7 @@ class FineTunedClassifier(Classifier):
         super().__init__(labels)
         self.config = config
         if module is None:
+            torch.manual_seed(config.seed)  # the new head's initial weights
             encoder, tokenizer = enc.encoder_load(config.encoder)
             module = enc.EncoderClassifier(encoder, len(labels))
         self.module, self.tokenizer = module, tokenizer

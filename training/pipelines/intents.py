@@ -129,12 +129,19 @@ class IntentModel:
 class PipelineResult:
     model: IntentModel
     validation: dict  # evaluation_report on validation, at the chosen threshold
+    threshold: dict  # how the threshold was chosen (intent_eval.ThresholdChoice.as_dict)
     fit: dict  # what fitting reported (steps, features...)
     train_s: float
 
 
 def _split_labels(records) -> tuple[list[str], list[str]]:
     return [r.text for r in records], [r.label for r in records]
+
+
+def training_order(pipelines: Sequence[str]) -> list[str]:
+    """The classifiers `intent_pipelines_train` fits for `pipelines`, in order (an ensemble fits its members)."""
+    wanted = set(pipelines) | (set(ENSEMBLE_MEMBERS) if "ensemble" in pipelines else set())
+    return [p for p in PIPELINES if p in wanted and p != "ensemble"]
 
 
 def intent_pipelines_train(
@@ -148,7 +155,8 @@ def intent_pipelines_train(
     """Train every pipeline of `config` on `train` (IntentRecords, in scope only) and tune it on `validation`.
 
     In-scope validation records fit each pipeline's temperature; all of them, OUT_OF_SCOPE included, its
-    threshold. `progress(pipeline, fraction, line)` reports each pipeline's progress; the result maps each
+    threshold. `progress(pipeline, fraction, line)` reports each fit in `training_order`, then
+    ("validation", 1.0, line) for each pipeline tuned; the result maps each
     pipeline of `config` to its model and validation report.
     """
     if config.threads:
@@ -162,10 +170,9 @@ def intent_pipelines_train(
     inscope = np.array([label in index for label in val_labels], dtype=bool)
     val_targets = np.array([index.get(label, -1) for label in val_labels])
 
-    wanted = set(config.pipelines) | (set(ENSEMBLE_MEMBERS) if "ensemble" in config.pipelines else set())
     fitted: dict[str, tuple[Classifier, dict, float]] = {}
     scores: dict[str, np.ndarray] = {}
-    for name in [p for p in PIPELINES if p in wanted and p != "ensemble"]:
+    for name in training_order(config.pipelines):
         started = time.monotonic()
         classifier = CLASSIFIERS[name](labels, config)
         fit = classifier.fit(
@@ -192,8 +199,8 @@ def intent_pipelines_train(
             val_labels, threshold_apply(predicted, confidences, choice.threshold), confidences=confidences
         )
         model = IntentModel(classifier, temperatures[name], float(choice.threshold))
-        results[name] = PipelineResult(model, report, fit, round(seconds, 1))
+        results[name] = PipelineResult(model, report, choice.as_dict(), fit, round(seconds, 1))
         report_progress(
-            name, 1.0, f"{name}: validation accuracy {report['accuracy']:.3f}, threshold {choice.threshold:.3f}"
+            "validation", 1.0, f"{name}: validation accuracy {report['accuracy']:.3f}, threshold {choice.threshold:.3f}"
         )
     return results

@@ -1,0 +1,111 @@
+"""The intent training run: editors' examples in the database → a compared, reported, loadable model version."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from personalization.models import OUT_OF_SCOPE, Intent, IntentExample
+from personalization.roles import STAFF, roles_sync
+from tests.intent_samples import OUT, TEMPLATES, examples
+from training.models import ModelKind, ModelVersion, TrainingRun
+from training.pipelines.intents import IntentModel
+from training.services.intent_model import IntentParameters, split_records
+from training.services.runs import TrainingRunError, training_run_here
+
+
+@pytest.fixture
+def model_dir(tmp_path, settings):
+    settings.MODEL_DIR = tmp_path / "models"
+    return settings.MODEL_DIR
+
+
+def _load_examples(extra_oos: list[str] = OUT) -> None:
+    for record in examples():
+        intent, _ = Intent.objects.get_or_create(name=record.label)
+        IntentExample.objects.create(intent=intent, text=record.text)
+    oos = Intent.objects.create(name=OUT_OF_SCOPE, action=Intent.Action.FALLBACK)
+    IntentExample.objects.bulk_create([IntentExample(intent=oos, text=t) for t in extra_oos])
+
+
+def test_a_run_compares_pipelines_and_registers_the_best(db, model_dir):
+    _load_examples()
+    seen = []
+    run = training_run_here(
+        kind=ModelKind.INTENT,
+        parameters={"pipelines": ["tfidf", "embedding"], "seed": 3},
+        user_id=None,
+        observer=lambda fraction, line, phase: seen.append((fraction, phase)),
+    )
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.log
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.kind == ModelKind.INTENT
+    metrics = version.metrics
+    assert set(metrics["pipelines"]) == {"tfidf", "embedding"}
+    assert metrics["pipeline"] == metrics["comparison"]["best"]
+    report = metrics["report"]
+    assert report["n_oos"] == len(OUT) // 2 and report["inscope_accuracy"] >= 0.8
+    assert set(report["per_intent"]) >= {"greeting", "thanks", "latest_news", "search_topic"}
+    assert report["confusion"]["labels"][-1] == OUT_OF_SCOPE and report["p95_ms"] > 0
+    assert metrics["examples"]["total"] == len(examples()) + len(OUT)
+    # Progress rose through the pipelines' phases to the end.
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and {"tfidf", "embedding", "evaluate"} <= {p for _, p in seen}
+
+    model = IntentModel.load(version.artifact_path)
+    assert model.meta["run_id"] == run.id and model.meta["pipeline"] == metrics["pipeline"]
+    assert [p.label for p in model.predict(["thanks a lot!", "hello there"])] == ["thanks", "greeting"]
+
+
+def test_too_little_data_fails_naming_the_intents(db, model_dir):
+    _load_examples()
+    few = Intent.objects.create(name="compare")
+    IntentExample.objects.create(intent=few, text="compare these two")
+    run = training_run_here(kind=ModelKind.INTENT, parameters={"pipelines": ["tfidf"]}, user_id=None)
+    assert run.status == TrainingRun.Status.FAILED
+    assert "compare (1)" in run.log and "Traceback" not in run.log
+    assert not ModelVersion.objects.filter(kind=ModelKind.INTENT).exists()
+    assert not any(model_dir.joinpath("intent").glob("intent-run-*"))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"pipelines": ["bert"]}, "unknown pipelines"),
+        ({"pipelines": []}, "non-empty list"),
+        ({"epochs": -1}, "epochs"),
+        ({"kfold": 1}, "kfold"),
+        ({"encoder": "/nowhere/at/all"}, "does not exist"),
+        ({"colour": "blue"}, "Unknown parameters"),
+    ],
+)
+def test_bad_parameters_are_refused_at_launch(db, parameters, message):
+    with pytest.raises(TrainingRunError, match=message):
+        training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None)
+    assert not TrainingRun.objects.exists()
+
+
+def test_split_is_stratified_seeded_and_keeps_out_of_scope_out_of_training():
+    from training.pipelines.intent_data import IntentRecord
+
+    records = examples() + [IntentRecord(t, OUT_OF_SCOPE) for t in OUT]
+    params = IntentParameters(seed=5)
+    train, validation, test = split_records(records, params)
+    assert split_records(records, params) == (train, validation, test)
+    assert not any(r.label == OUT_OF_SCOPE for r in train)
+    assert sum(r.label == OUT_OF_SCOPE for r in validation) == sum(r.label == OUT_OF_SCOPE for r in test) == 4
+    counts = {label: [sum(r.label == label for r in part) for part in (train, validation, test)] for label in TEMPLATES}
+    assert counts["latest_news"] == [28, 6, 6] and counts["greeting"] == [12, 3, 3]  # 40 and 18 examples
+    assert len(set(train) | set(validation) | set(test)) == len(set(records))
+
+
+def test_the_report_renders_in_the_admin_with_its_pictures(db, model_dir, client):
+    _load_examples()
+    run = training_run_here(kind=ModelKind.INTENT, parameters={"pipelines": ["tfidf"]}, user_id=None)
+    version = ModelVersion.objects.get(training_run=run)
+    roles_sync()
+    staff = User.objects.create_user("stella", is_staff=True)
+    staff.groups.add(Group.objects.get(name=STAFF))
+    client.force_login(staff)
+    for url in (f"/admin/training/modelversion/{version.pk}/change/", f"/admin/training/trainingrun/{run.pk}/change/"):
+        page = client.get(url).content.decode()
+        assert "Most confused pairs" in page or "Pipelines side by side" in page
+        assert page.count("<svg") >= 2 and "In-scope accuracy" in page and "Out-of-scope recall" in page
