@@ -97,9 +97,7 @@ def embedded_asgi_server(transactional_db, tmp_path) -> Iterator[str]:
     env.pop("REDIS_URL", None)
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'embedded.sqlite3'}"
     env["MEDIACHAT_DATA_DIR"] = str(tmp_path)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     port = free_port()
     proc = start_asgi_server(env, port)
     try:
