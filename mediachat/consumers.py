@@ -380,6 +380,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             entities=result.entities if result is not None else None,
             model_version_id=model_version_id,
             engine=result.engine if result is not None and result.engine != self.engine.name else "",
+            reply_to_id=stream.reply_to,
+            understanding=result.understanding if result is not None else None,
         )
         try:
             await group_commit().finish(ending)

@@ -228,6 +228,9 @@ class ReplyEnding:
     first_token_ms: int | None = None
     model_version_id: int | None = None  # None keeps the version stored when the reply started
     engine: str = ""  # the engine that wrote it, when it differs from the one named when it started
+    reply_to_id: int | None = None  # the reader message it answers
+    # That message's understanding (intent, confidence, source, entities, model_version_id), stored on it.
+    understanding: dict | None = None
 
 
 def _owns(reader: ReaderRef, conversation: Conversation) -> bool:
@@ -367,6 +370,21 @@ REPLY_ENDING_FIELDS = [
 ]
 
 
+UNDERSTANDING_FIELDS = ["intent", "confidence", "entities", "intent_source", "intent_model_version"]
+
+
+def _understood(message_id: int, understanding: dict) -> Message:
+    """The reader message's row with what the engine understood of it."""
+    return Message(
+        pk=message_id,
+        intent=str(understanding.get("intent") or "")[:100],
+        confidence=understanding.get("confidence"),
+        entities=list(understanding.get("entities") or []),
+        intent_source=str(understanding.get("source") or "")[:16],
+        intent_model_version_id=understanding.get("model_version_id"),
+    )
+
+
 def _update_rows(rows: Sequence[Message], field_names: Sequence[str]) -> None:
     """UPDATE each row's `field_names` by primary key, as one statement run for many parameter rows.
 
@@ -408,6 +426,7 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
     cited = [Message.cited.through(message_id=e.message_id, content_id=c) for e in endings for c in e.cited_ids]
     versioned = [Message(pk=e.message_id, model_version_id=e.model_version_id) for e in endings if e.model_version_id]
     engines = [Message(pk=e.message_id, engine=e.engine) for e in endings if e.engine]
+    understood = [_understood(e.reply_to_id, e.understanding) for e in endings if e.reply_to_id and e.understanding]
     with transaction.atomic():
         _update_rows(rows, REPLY_ENDING_FIELDS)
         if versioned:
@@ -416,3 +435,5 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
             _update_rows(engines, ["engine"])
         if cited:
             Message.cited.through.objects.bulk_create(cited, ignore_conflicts=True)
+        if understood:
+            _update_rows(understood, UNDERSTANDING_FIELDS)

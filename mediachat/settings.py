@@ -144,6 +144,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "personalization.understanding.tasks.gazetteer_rebuild",
         "schedule": crontab(hour=2, minute=45),
     },
+    "messages-classify-pending": {
+        "task": "personalization.understanding.tasks.messages_classify_pending",
+        "schedule": 60.0,
+    },
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------

@@ -59,6 +59,33 @@ class SearchHit:
         return "Close in meaning to your search" if self.similarity is not None else "Recent and popular"
 
 
+@dataclass(frozen=True)
+class CatalogFilter:
+    """Where a search looks, from the entities of a message: sections, tags and authors (slugs), dates."""
+
+    sections: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.sections or self.tags or self.authors or self.since or self.until)
+
+    def apply(self, queryset):
+        if self.sections:
+            queryset = queryset.filter(section__slug__in=self.sections)
+        if self.tags:
+            queryset = queryset.filter(id__in=Content.objects.filter(tags__slug__in=self.tags).values("id"))
+        if self.authors:
+            queryset = queryset.filter(id__in=Content.objects.filter(authors__slug__in=self.authors).values("id"))
+        if self.since is not None:
+            queryset = queryset.filter(published_at__gte=self.since)
+        if self.until is not None:
+            queryset = queryset.filter(published_at__lt=self.until)
+        return queryset
+
+
 def query_terms(text: str) -> list[str]:
     """Lower-cased content words of `text`, in order, without stopwords or duplicates."""
     seen: dict[str, None] = {}
@@ -133,12 +160,16 @@ def _lexical_scores(candidates: list[Content], terms: list[str]) -> list[tuple[C
     return scored
 
 
-def catalog_search(query: str, *, limit: int = 5, now: datetime | None = None) -> list[SearchHit]:
-    """The best `limit` published items for `query`; the newest items when it has no content words."""
+def catalog_search(
+    query: str, *, limit: int = 5, now: datetime | None = None, filters: CatalogFilter | None = None
+) -> list[SearchHit]:
+    """The best `limit` published items for `query` within `filters`; the newest when it has no content words."""
     now = now or timezone.now()
     half_life = settings.MEDIACHAT["RECENCY_HALF_LIFE_DAYS"]
     terms = query_terms(query)[:12]
     published = Content.objects.published(now).select_related("section").prefetch_related("tags", "authors")
+    if filters:
+        published = filters.apply(published)
     if not terms:
         return [SearchHit(c, _recency(c.published_at, now, half_life), ()) for c in published[:limit]]
 

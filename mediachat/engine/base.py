@@ -63,6 +63,9 @@ class EngineResult:
     entities: list = field(default_factory=list)
     model_version_id: int | None = None  # the training.ModelVersion that wrote this reply (set by model engines)
     notice: str = ""  # said to the reader besides the reply, e.g. "the assistant is unavailable"
+    # The reader message's understanding (Understanding.as_dict(): intent, confidence, source, entities,
+    # model_version_id...), stored on that message with the reply; None when nothing classified it.
+    understanding: dict | None = None
 
 
 class EngineError(Exception):

@@ -26,7 +26,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from personalization.models import Content, ContentEmbedding
-from personalization.search import MIN_SIMILARITY, SEMANTIC_NEIGHBOURS, catalog_search
+from personalization.search import MIN_SIMILARITY, SEMANTIC_NEIGHBOURS, CatalogFilter, catalog_search
 from training.pipelines.chat_format import citations
 
 from .retrieval import topic_terms
@@ -84,6 +84,7 @@ class FollowUp:
     own_topic: bool = False  # the terms come from the message itself
     position: int | None = None  # the item position the message named (1-based; -1 for "the last")
     entities: list[dict] = field(default_factory=list)  # for the stored reply: topic words and referenced items
+    filters: CatalogFilter | None = None  # SEARCH/LATEST: sections, tags, authors, dates the message named
 
 
 def own_terms(text: str) -> list[str]:
@@ -295,9 +296,10 @@ def followup_retrieve(follow: FollowUp, *, limit: int, now: datetime | None = No
     """The catalog items for `follow`, best first, at most `limit` (blocking: queries the database)."""
     now = now or timezone.now()
     if follow.kind == Kind.LATEST:
-        return [Found(h.content, h.why) for h in catalog_search("", limit=limit, now=now)]
+        return [Found(h.content, h.why) for h in catalog_search("", limit=limit, now=now, filters=follow.filters)]
     if follow.kind == Kind.SEARCH:
-        return [Found(h.content, h.why) for h in catalog_search(" ".join(follow.terms), limit=limit, now=now)]
+        hits = catalog_search(" ".join(follow.terms), limit=limit, now=now, filters=follow.filters)
+        return [Found(h.content, h.why) for h in hits]
     if follow.kind == Kind.ITEM:
         return [Found(c, "The item you asked about") for c in _in_order(follow.anchor_ids, now)]
     if follow.kind == Kind.SHORTER:

@@ -41,6 +41,7 @@ from mediachat.selectors import decoding_defaults
 from training.models import ModelKind, ModelVersion
 from training.pipelines.chat_format import ContextItem, citations_ground
 
+from .actions import plan_reply
 from .base import (
     Citation,
     Engine,
@@ -56,7 +57,7 @@ from .batching import Finish, QueueFull, Reason, SchedulerStopped
 from .context import ContextTooSmall, context_build
 from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
-from .retrieval import RetrievalEngine, describe_item, quoted_list, split_pieces
+from .retrieval import RetrievalEngine, Understanding, describe_item, quoted_list, split_pieces, understand_safely
 from .serving import (  # State, STATUS_KEY and engine_status re-exported: callers know them from here
     STATUS_KEY,  # noqa: F401
     ModelServing,
@@ -131,9 +132,15 @@ class Prepared:
     params: DecodingParams
     follow: FollowUp
     items: tuple[FoundItem, ...]
+    understanding: Understanding | None = None  # the reader message's intent and entities
+    written: str = ""  # a reply written without retrieval or model (small talk, help, out of scope)
 
 
 INTENTS = {Kind.SEARCH: "search", Kind.LATEST: "whats_new"}  # any other kind is a follow-up
+
+
+def _as_dict(understanding: Understanding | None) -> dict | None:
+    return understanding.as_dict() if understanding is not None else None
 
 
 class LMGeneration(Generation):
@@ -161,6 +168,12 @@ class LMGeneration(Generation):
         # flooded with searches nobody will read when many messages arrive at once.
         async with engine.search_slot():
             prepared = await engine.prepare_off_loop(self.request)
+        if prepared.written:
+            result = engine.written_result(prepared)
+            for piece in split_pieces(result.text):
+                yield piece
+            self._result = result
+            return
         served = await engine.served_for(prepared.target)
         if served is None:
             async with engine.search_slot():
@@ -332,15 +345,34 @@ class LMEngine(ModelServing, Engine):
         now = timezone.now()
         target = self.target()
         params = request.decoding or decoding_defaults()
-        follow = followup_resolve(request.text, request.history)
+        understanding = understand_safely(request.text, now)
+        plan = plan_reply(request.text, request.history, followup_resolve(request.text, request.history), understanding)
+        follow = plan.follow
+        if plan.written:
+            return Prepared(target, params, follow, (), understanding, plan.written)
         if (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
             # No model will answer: the search-only reply runs its own search (fallback_result); one is enough.
-            return Prepared(target, params, follow, ())
+            return Prepared(target, params, follow, (), understanding)
         found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
         if not found and follow.kind == Kind.SEARCH:  # nothing on the topic: what is new, as search does
-            found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
+            found = followup_retrieve(FollowUp(Kind.LATEST, filters=follow.filters), limit=CONTEXT_ITEMS, now=now)
+            if not found and follow.filters:
+                found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
             found = [Found(f.content, f"Nothing matched; recent: {f.why[0].lower()}{f.why[1:]}") for f in found]
-        return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found))
+        return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found), understanding)
+
+    def written_result(self, prepared: Prepared) -> EngineResult:
+        """The reply written without retrieval or model (small talk, help, out of scope)."""
+        understanding = prepared.understanding
+        return EngineResult(
+            text=prepared.written,
+            engine=self.name,
+            completion_tokens=len(split_pieces(prepared.written)),
+            decoding={"strategy": "written"},
+            intent=understanding.intent if understanding is not None else "",
+            confidence=understanding.confidence if understanding is not None else None,
+            understanding=understanding.as_dict() if understanding is not None else None,
+        )
 
     def model_result(
         self,
@@ -380,6 +412,7 @@ class LMEngine(ModelServing, Engine):
             intent=INTENTS.get(prepared.follow.kind, "follow_up"),
             entities=self._entities(prepared.follow),
             model_version_id=served.target.version_id,
+            understanding=_as_dict(prepared.understanding),
         )
 
     @staticmethod
@@ -420,7 +453,8 @@ class LMEngine(ModelServing, Engine):
         """
         notice = LOAD_FAILED_NOTICE if prepared.target in self._failed else NO_MODEL_NOTICE
         if prepared.follow.kind in INTENTS:
-            return dataclasses.replace(self._retrieval.compose(request), notice=notice)
+            result = self._retrieval.compose(request, understanding=prepared.understanding, follow=prepared.follow)
+            return dataclasses.replace(result, notice=notice)
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
         items = prepared.items[:limit]
         text = self._search_text(dataclasses.replace(prepared, items=items))
@@ -436,4 +470,5 @@ class LMEngine(ModelServing, Engine):
             entities=self._entities(prepared.follow),
             model_version_id=None,
             notice=notice,
+            understanding=_as_dict(prepared.understanding),
         )

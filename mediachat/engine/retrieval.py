@@ -5,6 +5,7 @@ previous message and prefers items the previous reply did not name yet.
 """
 
 import asyncio
+import logging
 import re
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -15,9 +16,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from personalization.models import Content
-from personalization.search import SearchHit, catalog_search, query_terms
+from personalization.search import CatalogFilter, SearchHit, catalog_search, query_terms
+from personalization.understanding.recognizer import Understanding, understand
 
 from .base import Citation, Engine, EngineRequest, EngineResult, Generation, Recommendation, Turn
+
+logger = logging.getLogger(__name__)
 
 # Words that ask for more of the same rather than naming a topic ("more like that", "other articles").
 FOLLOW_UP_WORDS = frozenset(
@@ -31,6 +35,15 @@ HISTORY_TURNS = 4
 def topic_terms(text: str) -> list[str]:
     """The words of `text` that name a topic: search terms without the follow-up words."""
     return [t for t in query_terms(text) if t not in FOLLOW_UP_WORDS]
+
+
+def understand_safely(text: str, now: datetime) -> Understanding | None:
+    """The message's intent and entities, or None when understanding failed (the reply goes on without)."""
+    try:
+        return understand(text, now=now)
+    except Exception:
+        logger.exception("understanding a message failed; it is answered without intent and entities")
+        return None
 
 
 def split_pieces(text: str) -> list[str]:
@@ -121,11 +134,27 @@ class RetrievalEngine(Engine):
     def start(self, request: EngineRequest) -> Generation:
         return RetrievalGeneration(self, request)
 
-    def compose(self, request: EngineRequest) -> EngineResult:
-        """The whole reply, written at once (blocking: searches the catalog)."""
+    def compose(self, request: EngineRequest, *, understanding=None, follow=None) -> EngineResult:
+        """The whole reply, written at once (blocking: searches the catalog).
+
+        `understanding` and `follow` are the caller's when it has them (LMEngine's fallback); otherwise
+        the message is understood here, and a written reply (small talk, help, out of scope) is answered.
+        """
+        from .actions import plan_reply  # actions → followups → this module
+        from .followups import followup_resolve
+
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
         now = timezone.now()
-        terms = topic_terms(request.text)
+        if follow is None:
+            understanding = understand_safely(request.text, now)
+            plan = plan_reply(
+                request.text, request.history, followup_resolve(request.text, request.history), understanding
+            )
+            if plan.written:
+                return self._written(plan.written, understanding)
+            follow = plan.follow
+        filters: CatalogFilter | None = follow.filters
+        terms = list(follow.terms) if filters and filters.since else topic_terms(request.text)
         intent = "search"
         already_named = ""
         if not terms:
@@ -135,7 +164,7 @@ class RetrievalEngine(Engine):
 
         hits: list[SearchHit] = []
         if terms:
-            hits = catalog_search(topic, limit=limit * 2 if already_named else limit, now=now)
+            hits = catalog_search(topic, limit=limit * 2 if already_named else limit, now=now, filters=filters)
             if already_named:
                 unseen = [h for h in hits if f"“{h.content.title}”" not in already_named]
                 hits = (unseen or hits)[:limit]
@@ -147,7 +176,8 @@ class RetrievalEngine(Engine):
                 verb = "is" if len(hits) == 1 else "are"
                 text = f"Here {verb} {_pieces_phrase(len(hits))} on {topic}: {described}."
         else:
-            hits = catalog_search("", limit=limit, now=now)
+            hits = catalog_search("", limit=limit, now=now, filters=filters) if filters and not terms else []
+            hits = hits or catalog_search("", limit=limit, now=now)
             described = quoted_list([describe_item(h.content, now) for h in hits]) if hits else ""
             if terms and hits:
                 text = f"I couldn't find anything on {topic} in the catalog; here is what's new: {described}."
@@ -184,4 +214,16 @@ class RetrievalEngine(Engine):
             },
             intent=intent,
             entities=[{"type": "topic", "value": t} for t in terms],
+            understanding=understanding.as_dict() if understanding is not None else None,
+        )
+
+    def _written(self, text: str, understanding: Understanding | None) -> EngineResult:
+        return EngineResult(
+            text=text,
+            engine=self.name,
+            completion_tokens=len(split_pieces(text)),
+            decoding={"strategy": "written"},
+            intent=understanding.intent if understanding is not None else "",
+            confidence=understanding.confidence if understanding is not None else None,
+            understanding=understanding.as_dict() if understanding is not None else None,
         )

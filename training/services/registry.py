@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from training.models import ModelVersion
+from training.models import ModelKind, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -33,5 +33,10 @@ def model_version_activate(*, version_id: int, user_id: int | None) -> ModelVers
         version.status = ModelVersion.Status.ACTIVE
         version.activated_at = now
         version.save(update_fields=["status", "activated_at"])
+        if version.kind == ModelKind.INTENT:
+            # Stored predictions carry the version that made them: history is classified again with this one.
+            from personalization.understanding.tasks import messages_reclassify
+
+            transaction.on_commit(lambda: messages_reclassify.delay(version.pk))
     logger.info("model version %s (%s) activated by user %s", version.pk, version.kind, user_id)
     return version
