@@ -12,11 +12,20 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from training.models import ModelKind
 from training.pipelines.intent_data import EXTENSION_FORMATS, format_for_filename
+from training.services.intent_model import IntentParameters
+from training.services.runs import TrainingRunError, training_run_launch
 
 from .models import Intent, IntentExample, KeywordRule
 from .understanding.defaults import DEFAULT_INTENTS
-from .understanding.examples import IntentImportError, intent_examples_export, intent_examples_import
+from .understanding.examples import (
+    IntentImportError,
+    TooLittleDataError,
+    intent_examples_export,
+    intent_examples_import,
+    intent_training_set,
+)
 from .understanding.rules import RuleSet, rule_pattern_check
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -156,7 +165,7 @@ class IntentAdmin(admin.ModelAdmin):
     readonly_fields = ["examples_link", "created_at", "updated_at"]
     fields = ["name", "action", "description", "is_active", "examples_link", "created_at", "updated_at"]
     inlines = [KeywordRuleInline, IntentExampleInline]
-    actions = ["export_csv", "export_clinc", "export_rasa"]
+    actions = ["train_intent_model", "export_csv", "export_clinc", "export_rasa"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Intent]:
         return (
@@ -230,6 +239,25 @@ class IntentAdmin(admin.ModelAdmin):
             "extensions": sorted(EXTENSION_FORMATS.items()),
         }
         return TemplateResponse(request, "admin/personalization/intent/import.html", context)
+
+    def has_train_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("training.add_trainingrun")
+
+    @admin.action(description="Train intent model (on every active intent)", permissions=["train"])
+    def train_intent_model(self, request: HttpRequest, queryset: QuerySet[Intent]) -> HttpResponse | None:
+        """Launch an intent training run on the active intents' examples and open its page (live progress)."""
+        try:
+            intent_training_set(min_examples=IntentParameters().min_examples)
+        except TooLittleDataError as exc:
+            self.message_user(request, f"Nothing was launched: {exc}.", messages.ERROR)
+            return None
+        try:
+            run = training_run_launch(kind=ModelKind.INTENT, parameters={}, user_id=request.user.pk)
+        except TrainingRunError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        self.message_user(request, f"Intent training run {run.pk} is queued; its progress shows here.")
+        return redirect("admin:training_trainingrun_change", run.pk)
 
     def _export(self, queryset: QuerySet[Intent], fmt: str) -> HttpResponse:
         extension, content_type = DOWNLOADS[fmt]

@@ -384,3 +384,45 @@ def test_default_intents_load_idempotently_and_keep_editors_data(db):
     call_command("load_default_intents", stdout=out)
     assert "0 examples added" in out.getvalue()
     assert intent_training_set(min_examples=40)  # enough data to train on
+
+
+# --- Training from the admin ------------------------------------------------------------------------------
+
+
+def test_staff_train_an_intent_model_from_the_changelist(client, users, django_capture_on_commit_callbacks):
+    from training.models import ModelKind, TrainingRun
+
+    intents_load_defaults()
+    client.force_login(users["staff"])
+    ids = list(Intent.objects.values_list("pk", flat=True)[:1])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(url("intent", "changelist"), {"action": "train_intent_model", "_selected_action": ids})
+    run = TrainingRun.objects.get()
+    assert (run.kind, run.status, run.created_by) == (ModelKind.INTENT, TrainingRun.Status.QUEUED, users["staff"])
+    assert response.status_code == 302 and response.url == reverse("admin:training_trainingrun_change", args=[run.pk])
+    assert len(callbacks) == 1  # the Celery job is sent once the row is committed
+
+
+def test_training_with_too_little_data_names_the_intents_and_launches_nothing(client, users, objects):
+    from training.models import TrainingRun
+
+    Intent.objects.create(name="thanks", action=Intent.Action.SMALL_TALK)
+    client.force_login(users["staff"])
+    response = client.post(
+        url("intent", "changelist"), {"action": "train_intent_model", "_selected_action": [objects["intent"].pk]}
+    )
+    assert response.status_code == 302 and not TrainingRun.objects.exists()
+    (message,) = messages_of(response)
+    assert "greeting (1)" in message and "thanks (0)" in message
+
+
+def test_editors_cannot_train(client, users, objects):
+    client.force_login(users["editor"])
+    page = client.get(url("intent", "changelist")).content.decode()
+    assert "export_csv" in page and "train_intent_model" not in page
+    response = client.post(
+        url("intent", "changelist"), {"action": "train_intent_model", "_selected_action": [objects["intent"].pk]}
+    )
+    from training.models import TrainingRun
+
+    assert not TrainingRun.objects.exists() and response.status_code in (200, 302)

@@ -20,8 +20,8 @@ def test_trains_and_activates_each_kind_without_an_active_version_once(settings,
     retired = ModelVersion.objects.create(kind=ModelKind.CHAT_LM, name="old", status=ModelVersion.Status.RETIRED)
 
     out = StringIO()
-    call_command("train_defaults", "--chat-preset", "tiny", stdout=out)
-    for kind in (ModelKind.RECOMMENDER, ModelKind.CHAT_LM):
+    call_command("train_defaults", "--chat-preset", "tiny", "--intent-pipelines", "tfidf", stdout=out)
+    for kind in (ModelKind.RECOMMENDER, ModelKind.INTENT, ModelKind.CHAT_LM):
         active = ModelVersion.objects.active().get(kind=kind)
         assert active.training_run.status == TrainingRun.Status.SUCCEEDED
         assert (tmp_path / kind).is_dir() and active.artifact_path.startswith(str(tmp_path))
@@ -31,8 +31,12 @@ def test_trains_and_activates_each_kind_without_an_active_version_once(settings,
     assert chat.training_run.parameters == {"preset": "tiny"} and chat.metrics["preset"] == "tiny"
     assert Path(chat.artifact_path, "config.json").exists() and "groundedness=" in out.getvalue()
 
+    intent = ModelVersion.objects.active().get(kind=ModelKind.INTENT)
+    assert intent.metrics["pipeline"] == "tfidf" and "greeting" in intent.metrics["labels"]
+
     out = StringIO()
     call_command("train_defaults", "--chat-preset", "tiny", stdout=out)
     assert ModelVersion.objects.filter(kind=ModelKind.RECOMMENDER).count() == 1
+    assert ModelVersion.objects.filter(kind=ModelKind.INTENT).count() == 1
     assert ModelVersion.objects.filter(kind=ModelKind.CHAT_LM).count() == 2
-    assert out.getvalue().count("an active model exists already") == 2
+    assert out.getvalue().count("an active model exists already") == 3

@@ -26,7 +26,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from personalization.models import Content, Interaction
+from personalization.models import Content, Intent, Interaction
 from training.models import ModelKind, ModelVersion, TrainingRun
 from training.pipelines import popularity
 
@@ -449,6 +449,11 @@ def default_models_train(
         if ModelVersion.objects.active().filter(kind=kind).exists():
             trained.append((kind, None))
             continue
+        if kind == ModelKind.INTENT:  # a fresh platform trains on the default intent set
+            from personalization.understanding.defaults import intents_load_defaults
+
+            if not Intent.objects.exists():
+                intents_load_defaults()
         run = training_run_here(kind=kind, parameters=parameters.get(kind, {}), user_id=None, observer=observer)
         version = run.model_versions.order_by("-id").first()
         if run.status != TrainingRun.Status.SUCCEEDED or version is None:

@@ -11,9 +11,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chat-preset", choices=["tiny", "small", "base"], default="small", help="The chat model's size."
         )
+        parser.add_argument(
+            "--intent-pipelines",
+            default="tfidf,finetuned,ensemble",
+            help="The intent pipelines compared (comma-separated: tfidf, embedding, finetuned, ensemble).",
+        )
 
     def handle(self, *args, **options):
-        parameters = {ModelKind.CHAT_LM: {"preset": options["chat_preset"]}}
+        parameters = {
+            ModelKind.CHAT_LM: {"preset": options["chat_preset"]},
+            ModelKind.INTENT: {"pipelines": [p.strip() for p in options["intent_pipelines"].split(",") if p.strip()]},
+        }
         try:
             trained = default_models_train(parameters=parameters)
         except TrainingRunError as exc:
