@@ -102,6 +102,12 @@ def main() -> None:
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default: the platform's)")
+    parser.add_argument(
+        "--objective",
+        choices=["accuracy", "balanced"],
+        default=None,
+        help="threshold objective (default: the platform's)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -116,6 +122,8 @@ def main() -> None:
     config = IntentConfig(pipelines=tuple(args.pipelines.split(",")), seed=args.seed)
     if args.epochs is not None:
         config.fine_tune.epochs = args.epochs
+    if args.objective:
+        config.threshold_objective = args.objective
     started = time.monotonic()
     results = intent_pipelines_train(train, val, config, progress=_bar(dataset))
     log(f"trained every pipeline in {time.monotonic() - started:.0f} s")

@@ -5,7 +5,8 @@ Pipelines (all score the in-scope intents; out of scope is "confidence below the
 - `tfidf`: word 1-2 and character 2-5 gram TF-IDF with logistic regression (scikit-learn);
 - `embedding`: all-MiniLM-L6-v2 sentence embeddings, frozen, with a logistic-regression head;
 - `finetuned`: that encoder fine-tuned end to end with a classification head;
-- `ensemble`: the average of the calibrated log-probabilities of `finetuned` and `tfidf` (one encoder pass).
+- `ensemble`: the calibrated log-probabilities of `finetuned` and `tfidf`, weighted as validation prefers
+  (one encoder pass).
 
 Each pipeline's scores are calibrated by temperature scaling on validation data, and its threshold on the
 calibrated confidence is chosen there too (Larson et al. 2019: train on the in-scope intents, tune the
@@ -26,10 +27,12 @@ from scipy.optimize import minimize_scalar
 from training.pipelines.intent_classifiers import (
     CLASSIFIERS,
     ENSEMBLE_MEMBERS,
+    ENSEMBLE_WEIGHTS,
     PIPELINES,
     Classifier,
     EnsembleClassifier,
     IntentConfig,
+    ensemble_scores,
     log_softmax,
 )
 from training.pipelines.intent_data import OUT_OF_SCOPE
@@ -105,7 +108,9 @@ class IntentModel:
             "config": asdict(config),
         }
         if isinstance(self.classifier, EnsembleClassifier):
-            meta["members"] = [{"pipeline": c.name, "temperature": t} for c, t in self.classifier.members]
+            meta["members"] = [
+                {"pipeline": c.name, "temperature": t, "weight": w} for c, t, w in self.classifier.members
+            ]
         (folder / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
 
     @classmethod
@@ -117,7 +122,8 @@ class IntentModel:
         config, labels = IntentConfig(**meta["config"]), meta["labels"]
         if meta["pipeline"] == EnsembleClassifier.name:
             members = [
-                (CLASSIFIERS[m["pipeline"]].load(folder, labels, config), m["temperature"]) for m in meta["members"]
+                (CLASSIFIERS[m["pipeline"]].load(folder, labels, config), m["temperature"], m["weight"])
+                for m in meta["members"]
             ]
             classifier: Classifier = EnsembleClassifier(labels, members)
         else:
@@ -136,6 +142,26 @@ class PipelineResult:
 
 def _split_labels(records) -> tuple[list[str], list[str]]:
     return [r.text for r in records], [r.label for r in records]
+
+
+def _ensemble_weight(scores: dict, temperatures: dict, targets: np.ndarray, inscope: np.ndarray) -> tuple[float, float]:
+    """The first member's weight with the lowest validation loss after calibration, and that temperature."""
+    best = None
+    for weight in ENSEMBLE_WEIGHTS:
+        parts = [
+            (scores[m][inscope], temperatures[m], w)
+            for m, w in zip(ENSEMBLE_MEMBERS, (weight, 1 - weight), strict=True)
+        ]
+        combined = ensemble_scores(parts)
+        temperature = temperature_fit(combined, targets)
+        loss = (
+            -float(log_softmax(combined / temperature)[np.arange(len(targets)), targets].mean())
+            if len(targets)
+            else 0.0
+        )
+        if best is None or loss < best[0]:
+            best = (loss, weight, temperature)
+    return best[1], best[2]
 
 
 def training_order(pipelines: Sequence[str]) -> list[str]:
@@ -182,11 +208,15 @@ def intent_pipelines_train(
         scores[name] = classifier.scores(val_texts)
     temperatures = {name: temperature_fit(s[inscope], val_targets[inscope]) for name, s in scores.items()}
     if "ensemble" in config.pipelines:
-        members = [(fitted[m][0], temperatures[m]) for m in ENSEMBLE_MEMBERS]
-        scores["ensemble"] = np.mean([log_softmax(scores[m] / temperatures[m]) for m in ENSEMBLE_MEMBERS], axis=0)
-        temperatures["ensemble"] = temperature_fit(scores["ensemble"][inscope], val_targets[inscope])
+        weight, temperatures["ensemble"] = _ensemble_weight(scores, temperatures, val_targets[inscope], inscope)
+        weights = (weight, 1.0 - weight)
+        members = [(fitted[m][0], temperatures[m], w) for m, w in zip(ENSEMBLE_MEMBERS, weights, strict=True)]
+        scores["ensemble"] = ensemble_scores(
+            [(scores[m], t, w) for (_, t, w), m in zip(members, ENSEMBLE_MEMBERS, strict=True)]
+        )
         seconds = sum(fitted[m][2] for m in ENSEMBLE_MEMBERS)
-        fitted["ensemble"] = (EnsembleClassifier(labels, members), {"members": list(ENSEMBLE_MEMBERS)}, seconds)
+        fit = {"members": list(ENSEMBLE_MEMBERS), "weights": list(weights)}
+        fitted["ensemble"] = (EnsembleClassifier(labels, members), fit, seconds)
 
     results: dict[str, PipelineResult] = {}
     for name in config.pipelines:
