@@ -109,3 +109,19 @@ def test_the_report_renders_in_the_admin_with_its_pictures(db, model_dir, client
         page = client.get(url).content.decode()
         assert "Most confused pairs" in page or "Pipelines side by side" in page
         assert page.count("<svg") >= 2 and "In-scope accuracy" in page and "Out-of-scope recall" in page
+
+
+def test_k_fold_cross_validation_is_reported(db, model_dir, client):
+    _load_examples()
+    run = training_run_here(kind=ModelKind.INTENT, parameters={"pipelines": ["tfidf"], "kfold": 3}, user_id=None)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.log
+    kfold = run.metrics["kfold"]
+    assert kfold["k"] == 3 and len(kfold["folds"]) == 3
+    assert 0.8 <= kfold["accuracy"]["mean"] <= 1.0 and kfold["accuracy"]["std"] >= 0.0
+    assert "k-fold: fold 3/3" in run.log
+    roles_sync()
+    staff = User.objects.create_user("stella", is_staff=True)
+    staff.groups.add(Group.objects.get(name=STAFF))
+    client.force_login(staff)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert "Cross-validation (3 folds)" in page
