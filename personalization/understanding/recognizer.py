@@ -64,6 +64,8 @@ class Recognizer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Fast tokenizers refuse to be used by two threads at once ("Already borrowed"); a batch is quick.
+        self._predict_lock = threading.Lock()
         self._checked = float("-inf")
         self._rules = RuleSet.from_rules([])
         self._actions: dict[str, str] = {}
@@ -118,7 +120,8 @@ class Recognizer:
         predictions = {}
         if model is not None and to_classify:
             try:
-                predicted = model.predict([texts[i] for i in to_classify])
+                with self._predict_lock:
+                    predicted = model.predict([texts[i] for i in to_classify])
                 predictions = dict(zip(to_classify, predicted, strict=True))
             except Exception:  # a model that breaks on some input must not break the chat
                 logger.exception("the intent model failed on a batch of %d messages", len(to_classify))
