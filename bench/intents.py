@@ -110,6 +110,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="a folder to save the best pipeline's model in (IntentModel.load reads it)")
     args = parser.parse_args()
     if not args.clinc and not (args.train_csv and args.test_csv):
         parser.error("give --clinc PATH, or --train-csv and --test-csv")
@@ -152,6 +153,9 @@ def main() -> None:
         }
         log(f"{name}: {json.dumps(figures[name])}")
     best = reports_compare(reports)["best"]
+    if args.save:
+        results[best].model.save(Path(args.save), config)
+        log(f"saved {best} to {args.save}")
     print(
         json.dumps(
             {
