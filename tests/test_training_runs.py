@@ -122,7 +122,7 @@ def test_launch_queues_a_run_and_enqueues_it_on_commit(db, django_capture_on_com
 
 def test_launch_refuses_kinds_without_a_pipeline_and_bad_parameters(db):
     with pytest.raises(
-        TrainingRunError, match="No training pipeline for kind 'reward' yet; available: chat-lm, recommender"
+        TrainingRunError, match="No training pipeline for kind 'reward' yet; available: chat-lm, intent, recommender"
     ):
         training_run_launch(kind=ModelKind.REWARD, parameters={}, user_id=None)
     with pytest.raises(TrainingRunError, match="Invalid parameters for a recommender run: Unknown parameters"):
