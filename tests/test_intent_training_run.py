@@ -125,3 +125,19 @@ def test_k_fold_cross_validation_is_reported(db, model_dir, client):
     client.force_login(staff)
     page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
     assert "Cross-validation (3 folds)" in page
+
+
+def test_the_command_trains_activates_and_reports(db, model_dir):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="too little data"):
+        call_command("train_intent_model", "--pipelines", "tfidf", "--no-progress", stdout=StringIO())
+    _load_examples()
+    out = StringIO()
+    call_command("train_intent_model", "--pipelines", "tfidf", "--activate", "--no-progress", stdout=out)
+    version = ModelVersion.objects.active().get(kind=ModelKind.INTENT)
+    assert f"model version {version.pk}" in out.getvalue() and "tfidf (best): inscope_accuracy" in out.getvalue()
+    with pytest.raises(CommandError, match="unknown pipelines"):
+        call_command("train_intent_model", "--pipelines", "bert", stdout=StringIO())
