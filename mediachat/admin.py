@@ -171,6 +171,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "ratings_window": dashboard.rating_totals(since=window.start),
         "ratings_all": dashboard.rating_totals(),
         "top_content": dashboard.top_content(window),
+        "intents": dashboard.intents_asked(window),
         "assistant": dashboard.assistant_status(),
         "show_models": user.has_perm("training.view_modelversion"),
         "show_runs": user.has_perm("training.view_trainingrun"),

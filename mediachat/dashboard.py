@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Avg, Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -187,5 +187,33 @@ def top_content(window: Window, limit: int = 10) -> list[TopContent]:
             clicks=row["clicks"],
             completions=row["completions"],
         )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class IntentCount:
+    intent: str  # "" for messages nothing classified yet
+    messages: int
+    share: float  # of the reader messages in the window
+    mean_confidence: float | None
+    by_rule: int  # decided by an editor's keyword or regex rule
+
+    @property
+    def share_percent(self) -> str:
+        return f"{100 * self.share:.1f}%"
+
+
+def intents_asked(window: Window, limit: int = 12) -> list[IntentCount]:
+    """What readers asked for in the window: their messages by intent, most asked first."""
+    readers = Message.objects.filter(role=Message.Role.USER, created_at__gte=window.start)
+    total = readers.count()
+    rows = (
+        readers.values("intent")
+        .annotate(n=Count("pk"), confidence=Avg("confidence"), rules=Count("pk", filter=Q(intent_source="rule")))
+        .order_by("-n", "intent")[:limit]
+    )
+    return [
+        IntentCount(row["intent"], row["n"], row["n"] / total if total else 0.0, row["confidence"], row["rules"])
         for row in rows
     ]

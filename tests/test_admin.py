@@ -488,3 +488,23 @@ def test_dashboard_renders_empty(client, users):
     page = client.get(reverse("admin-dashboard")).content.decode()
     assert 'id="stat-helpful-rate">-<' in page
     assert "No reading signals yet." in page and "No active model" in page and "No training runs yet." in page
+
+
+def test_dashboard_shows_what_readers_asked_for(client, users):
+    conversation = Conversation.objects.create(user=users["reader"], title="asks")
+    rows = [("greeting", 0.9, "model"), ("greeting", 0.7, "model"), ("latest_news", 1.0, "rule"), ("", None, "")]
+    for intent, confidence, source in rows:
+        Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, text="x", intent=intent, confidence=confidence,
+            intent_source=source,
+        )  # fmt: skip
+    old = Message.objects.create(conversation=conversation, role=Message.Role.USER, text="x", intent="thanks")
+    Message.objects.filter(pk=old.pk).update(created_at=at(45))
+    Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, text="x", intent="search")
+    client.force_login(users["editor"])
+    page = client.get(reverse("admin-dashboard")).content.decode()
+    table = page.split('id="intents-asked"')[1].split("</table>")[0]
+    assert '>greeting</a></td><td class="num">2</td><td class="num">50.0%</td><td class="num">0.80</td>' in table
+    latest = '>latest_news</a></td><td class="num">1</td><td class="num">25.0%</td><td class="num">1.00</td>'
+    assert latest + '<td class="num">1<' in table
+    assert "(not classified yet)" in table and "thanks" not in table and "search" not in table
