@@ -160,3 +160,27 @@ def test_activation_reclassifies_history_on_a_worker(celery_worker):
 
     wait_until(done, timeout=60, what="history reclassified with the new model")
     assert [Message.objects.get(pk=r.pk).intent for r in rows] == ["thanks", "latest_news", "greeting"]
+
+
+def test_out_of_scope_with_words_the_catalog_knows_is_answered_from_the_catalog(fresh_recognizer):
+    from mediachat.engine.base import EngineRequest
+    from mediachat.engine.lm import LMEngine
+    from mediachat.engine.retrieval import RetrievalEngine
+
+    seed_catalog()
+    oos = Intent.objects.create(name=OUT_OF_SCOPE, action=Intent.Action.FALLBACK)
+    # The classifier's stand-in here is a rule: both messages are "out of scope".
+    KeywordRule.objects.create(intent=oos, kind=KeywordRule.Kind.REGEX, pattern=r"glaciers|weather")
+    known, unknown = EngineRequest(text="glaciers"), EngineRequest(text="weather in Paris tomorrow")
+
+    engine = LMEngine()
+    prepared = engine.prepare(known)
+    assert prepared.written == "" and "Glaciers in retreat" in [item.title for item in prepared.items]
+    assert prepared.understanding.intent == OUT_OF_SCOPE
+    prepared = engine.prepare(unknown)
+    assert prepared.written.startswith("That's outside what I can help with") and prepared.items == ()
+
+    search = RetrievalEngine()
+    assert "Glaciers in retreat" in search.compose(known).text
+    result = search.compose(unknown)
+    assert result.text.startswith("That's outside") and result.understanding["source"] == Source.RULE

@@ -5,7 +5,7 @@ reference is more precise than any intent. Otherwise the intent's action decides
 
 - small talk, help, account and feedback, and out of scope: a short written reply, no retrieval and no
   model (the chat model knows the catalog, not conversation) — unless an out-of-scope message names
-  something of the catalog, which is then searched;
+  something of the catalog, or has topic words a search finds, which is then answered from the catalog;
 - latest news: the newest items; more like this: neighbours of what the last reply showed;
 - everything else (search, recommend, explain, compare, summarize, follow): the catalog search.
 
@@ -49,6 +49,9 @@ ACTION_REPLIES = {
 class Plan:
     follow: FollowUp
     written: str = ""  # a reply written without retrieval or model; "" when the catalog answers
+    # Out of scope with topic words: the written reply stands only if a search of them finds nothing
+    # (a bare topic like "carbon markets" is often unsure to a classifier, never to the catalog).
+    searchable: bool = False
 
 
 def catalog_filter(entities: Sequence[dict]) -> CatalogFilter | None:
@@ -90,7 +93,8 @@ def plan_reply(text: str, history: Sequence, follow: FollowUp, understanding) ->
     action = understanding.action if understanding.intent else ""
     names_catalog = any(e.get("kind") in CATALOG_KINDS for e in entities)
     if action in WRITTEN and not (action == "fallback" and names_catalog):
-        return Plan(follow, REPLIES.get(understanding.intent) or ACTION_REPLIES[action])
+        searchable = action == "fallback" and follow.kind == Kind.SEARCH and bool(follow.terms)
+        return Plan(follow, REPLIES.get(understanding.intent) or ACTION_REPLIES[action], searchable)
 
     filters = catalog_filter(entities)
     terms = tuple(own_terms(_without_dates(text, entities))) if filters and filters.since else follow.terms

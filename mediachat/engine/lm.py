@@ -348,12 +348,17 @@ class LMEngine(ModelServing, Engine):
         understanding = understand_safely(request.text, now)
         plan = plan_reply(request.text, request.history, followup_resolve(request.text, request.history), understanding)
         follow = plan.follow
-        if plan.written:
+        found = None
+        if plan.written and plan.searchable:
+            # Out of scope by the classifier, but with topic words: the catalog has the last word.
+            found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
+        if plan.written and not found:
             return Prepared(target, params, follow, (), understanding, plan.written)
-        if (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
+        if found is None and (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
             # No model will answer: the search-only reply runs its own search (fallback_result); one is enough.
             return Prepared(target, params, follow, (), understanding)
-        found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
+        if found is None:
+            found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
         if not found and follow.kind == Kind.SEARCH:  # nothing on the topic: what is new, as search does
             found = followup_retrieve(FollowUp(Kind.LATEST, filters=follow.filters), limit=CONTEXT_ITEMS, now=now)
             if not found and follow.filters:

@@ -150,9 +150,9 @@ class RetrievalEngine(Engine):
             plan = plan_reply(
                 request.text, request.history, followup_resolve(request.text, request.history), understanding
             )
-            if plan.written:
-                return self._written(plan.written, understanding)
             follow = plan.follow
+            if plan.written and not (plan.searchable and catalog_search(" ".join(follow.terms), limit=1, now=now)):
+                return self._written(plan.written, understanding)
         filters: CatalogFilter | None = follow.filters
         terms = list(follow.terms) if filters and filters.since else topic_terms(request.text)
         intent = "search"
