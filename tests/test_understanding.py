@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from mediachat.models import Conversation, Message
 from personalization.models import OUT_OF_SCOPE, Intent, IntentExample, KeywordRule, Section
 from personalization.understanding import classify, recognizer
-from personalization.understanding.recognizer import Recognizer, Source
+from personalization.understanding.recognizer import Source
 from tests.conftest import wait_until
 from tests.intent_samples import OUT, examples
 from tests.test_ws_server import open_socket, round_trip
@@ -95,7 +95,7 @@ def test_entities_come_with_spans(fresh_recognizer):
     Section.objects.create(name="Science", slug="science")
     gazetteer_rebuild()
     text = "anything in Science since Monday?"
-    understood = Recognizer().understand(text)
+    understood = fresh_recognizer.understand(text)
     kinds = {e["kind"]: e for e in understood.entities}
     assert text[kinds["section"]["start"] : kinds["section"]["end"]] == "Science"
     assert kinds["section"]["value"] == "science"

@@ -125,7 +125,7 @@ class Recognizer:
                 predictions = dict(zip(to_classify, predicted, strict=True))
             except Exception:  # a model that breaks on some input must not break the chat
                 logger.exception("the intent model failed on a batch of %d messages", len(to_classify))
-        extractor = extractor_load()
+        extractor = extractor_load(check_after_s=CHECK_SECONDS)
         out = []
         for i, text in enumerate(texts):
             entities = [e.to_dict() for e in extractor.extract(text, now=now)]
