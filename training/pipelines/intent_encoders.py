@@ -103,6 +103,7 @@ def encode(
 @dataclass
 class FineTuneConfig:
     epochs: float = 3.0  # passes over the training examples
+    min_steps: int = 300  # a small set (an editor's few hundred examples) trains at least this many steps
     lr: float = 1e-4  # the encoder's peak learning rate; the new head learns 10 times faster
     batch_size: int = 32
     max_length: int = 48  # tokens per example; CLINC150 queries are under 30
@@ -131,7 +132,7 @@ def fine_tune(
     torch.manual_seed(config.seed)
     n = len(texts)
     per_epoch = math.ceil(n / config.batch_size)
-    total = max(1, math.ceil(per_epoch * config.epochs))
+    total = max(1, math.ceil(per_epoch * config.epochs), config.min_steps)
     optimizer = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": config.lr},
