@@ -61,16 +61,17 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class CatalogFilter:
-    """Where a search looks, from the entities of a message: sections, tags and authors (slugs), dates."""
+    """Where a search looks, from a message's entities and words: sections, tags, authors (slugs), dates, kinds."""
 
     sections: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     authors: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    kinds: tuple[str, ...] = ()  # Content.Kind values: "podcasts on jazz" looks among podcasts
 
     def __bool__(self) -> bool:
-        return bool(self.sections or self.tags or self.authors or self.since or self.until)
+        return bool(self.sections or self.tags or self.authors or self.since or self.until or self.kinds)
 
     def apply(self, queryset):
         if self.sections:
@@ -83,6 +84,8 @@ class CatalogFilter:
             queryset = queryset.filter(published_at__gte=self.since)
         if self.until is not None:
             queryset = queryset.filter(published_at__lt=self.until)
+        if self.kinds:
+            queryset = queryset.filter(kind__in=self.kinds)
         return queryset
 
 

@@ -174,9 +174,9 @@ def test_out_of_scope_with_words_the_catalog_knows_is_answered_from_the_catalog(
     known, unknown = EngineRequest(text="glaciers"), EngineRequest(text="weather in Paris tomorrow")
 
     engine = LMEngine()
-    prepared = engine.prepare(known)
-    assert prepared.written == "" and "Glaciers in retreat" in [item.title for item in prepared.items]
-    assert prepared.understanding.intent == OUT_OF_SCOPE
+    prepared = engine.prepare(known)  # no chat model here: the catalog search answers
+    assert prepared.written == "" and prepared.understanding.intent == OUT_OF_SCOPE
+    assert "Glaciers in retreat" in engine.fallback_result(known, prepared).text
     prepared = engine.prepare(unknown)
     assert prepared.written.startswith("That's outside what I can help with") and prepared.items == ()
 
@@ -184,3 +184,31 @@ def test_out_of_scope_with_words_the_catalog_knows_is_answered_from_the_catalog(
     assert "Glaciers in retreat" in search.compose(known).text
     result = search.compose(unknown)
     assert result.text.startswith("That's outside") and result.understanding["source"] == Source.RULE
+
+
+def test_the_plan_filters_by_kind_section_and_date_and_keeps_topic_words():
+    from datetime import datetime
+
+    from mediachat.engine.actions import plan_reply
+    from mediachat.engine.followups import Kind, followup_resolve
+    from personalization.understanding.recognizer import Understanding
+
+    text = "podcasts about climate in Science this week"
+    start = text.index("this week")
+    entities = [
+        {"kind": "section", "value": "science", "text": "Science", "start": 24, "end": 31},
+        {"kind": "date", "value": "2026-11-23T00:00:00+00:00/2026-11-30T00:00:00+00:00", "text": "this week",
+         "start": start, "end": start + 9},
+    ]  # fmt: skip
+    understood = Understanding("search_topic", 0.9, Source.MODEL, "search", 1, entities)
+    plan = plan_reply(text, (), followup_resolve(text, ()), understood)
+    filters = plan.follow.filters
+    assert plan.written == "" and plan.follow.kind == Kind.SEARCH
+    assert filters.kinds == ("podcast",) and filters.sections == ("science",)
+    assert filters.since == datetime.fromisoformat("2026-11-23T00:00:00+00:00")
+    assert "climate" in plan.follow.terms and not {"podcasts", "week"} & set(plan.follow.terms)
+
+    latest = plan_reply("any new videos?", (), followup_resolve("any new videos?", ()), understood)
+    assert latest.follow.kind == Kind.LATEST and latest.follow.filters.kinds == ("video",)
+    greeting = Understanding("greeting", 0.99, Source.MODEL, "small_talk")
+    assert plan_reply("hi", (), followup_resolve("hi", ()), greeting).written.startswith("Hello!")

@@ -16,12 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from personalization.search import CatalogFilter, query_terms
+from personalization.search import CatalogFilter, catalog_search, query_terms
 
 from .followups import FollowUp, Kind, own_terms, shown_ids
 
+# An out-of-scope message is the catalog's when an item is this close in meaning (all-MiniLM-L6-v2 cosine):
+# "carbon markets" and the carbon-markets podcast are; "tell me a joke" and a story that mentions one are not.
+KNOWN_SIMILARITY = 0.5
 # Actions (personalization.models.Intent.Action values) answered without retrieval.
 WRITTEN = {"small_talk", "help", "support", "fallback"}
+# Words that name a kind of content rather than a topic.
+KIND_WORDS = {
+    "podcast": "podcast", "podcasts": "podcast", "episode": "podcast", "episodes": "podcast",
+    "video": "video", "videos": "video", "clip": "video", "clips": "video",
+    "article": "article", "articles": "article",
+}  # fmt: skip
 CATALOG_KINDS = {"section", "tag", "author", "content", "person", "place", "organization"}
 
 REPLIES = {
@@ -54,8 +63,27 @@ class Plan:
     searchable: bool = False
 
 
-def catalog_filter(entities: Sequence[dict]) -> CatalogFilter | None:
-    """The search filter of a message's entities (None when they name no section, tag, author or date)."""
+def catalog_knows(terms: Sequence[str], *, now: datetime) -> bool:
+    """Whether the catalog clearly has something on `terms` (blocking: a search).
+
+    An item close in meaning counts; without embeddings (none computed yet), an item whose title, summary
+    or tags hold every term (a word in a body is too weak a sign).
+    """
+    wanted = query_terms(" ".join(terms))
+    for hit in catalog_search(" ".join(terms), limit=3, now=now):
+        if hit.similarity is not None:
+            if hit.similarity >= KNOWN_SIMILARITY:
+                return True
+            continue
+        content = hit.content
+        described = " ".join([content.title, content.summary, *(t.name for t in content.tags.all())]).lower()
+        if wanted and all(term in described for term in wanted):
+            return True
+    return False
+
+
+def catalog_filter(entities: Sequence[dict], kinds: Sequence[str] = ()) -> CatalogFilter | None:
+    """The search filter of a message's entities and the kinds of content it names (None: no filter)."""
 
     def values(kind: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(e["value"]) for e in entities if e.get("kind") == kind))
@@ -69,7 +97,7 @@ def catalog_filter(entities: Sequence[dict]) -> CatalogFilter | None:
             except ValueError:
                 continue
             break
-    found = CatalogFilter(values("section"), values("tag"), values("author"), since, until)
+    found = CatalogFilter(values("section"), values("tag"), values("author"), since, until, tuple(dict.fromkeys(kinds)))
     return found if found else None
 
 
@@ -96,8 +124,12 @@ def plan_reply(text: str, history: Sequence, follow: FollowUp, understanding) ->
         searchable = action == "fallback" and follow.kind == Kind.SEARCH and bool(follow.terms)
         return Plan(follow, REPLIES.get(understanding.intent) or ACTION_REPLIES[action], searchable)
 
-    filters = catalog_filter(entities)
+    kinds = (
+        [KIND_WORDS[w] for w in query_terms(text) if w in KIND_WORDS] if follow.own_topic or not follow.terms else []
+    )
+    filters = catalog_filter(entities, kinds)
     terms = tuple(own_terms(_without_dates(text, entities))) if filters and filters.since else follow.terms
+    terms = tuple(t for t in terms if t not in KIND_WORDS)
     if follow.kind == Kind.SEARCH and not terms and follow.own_topic:
         follow = replace(follow, kind=Kind.LATEST)
     follow = replace(follow, terms=terms, filters=filters)

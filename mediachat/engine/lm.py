@@ -41,7 +41,7 @@ from mediachat.selectors import decoding_defaults
 from training.models import ModelKind, ModelVersion
 from training.pipelines.chat_format import ContextItem, citations_ground
 
-from .actions import plan_reply
+from .actions import catalog_knows, plan_reply
 from .base import (
     Citation,
     Engine,
@@ -348,17 +348,13 @@ class LMEngine(ModelServing, Engine):
         understanding = understand_safely(request.text, now)
         plan = plan_reply(request.text, request.history, followup_resolve(request.text, request.history), understanding)
         follow = plan.follow
-        found = None
-        if plan.written and plan.searchable:
-            # Out of scope by the classifier, but with topic words: the catalog has the last word.
-            found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
-        if plan.written and not found:
+        # Out of scope by the classifier, but with topic words: the catalog has the last word.
+        if plan.written and not (plan.searchable and catalog_knows(follow.terms, now=now)):
             return Prepared(target, params, follow, (), understanding, plan.written)
-        if found is None and (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
+        if (target is None or self.load_failed_lately(target)) and follow.kind in INTENTS:
             # No model will answer: the search-only reply runs its own search (fallback_result); one is enough.
             return Prepared(target, params, follow, (), understanding)
-        if found is None:
-            found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
+        found = followup_retrieve(follow, limit=CONTEXT_ITEMS, now=now)
         if not found and follow.kind == Kind.SEARCH:  # nothing on the topic: what is new, as search does
             found = followup_retrieve(FollowUp(Kind.LATEST, filters=follow.filters), limit=CONTEXT_ITEMS, now=now)
             if not found and follow.filters:

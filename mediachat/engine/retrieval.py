@@ -140,7 +140,7 @@ class RetrievalEngine(Engine):
         `understanding` and `follow` are the caller's when it has them (LMEngine's fallback); otherwise
         the message is understood here, and a written reply (small talk, help, out of scope) is answered.
         """
-        from .actions import plan_reply  # actions → followups → this module
+        from .actions import catalog_knows, plan_reply  # actions → followups → this module
         from .followups import followup_resolve
 
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
@@ -151,10 +151,10 @@ class RetrievalEngine(Engine):
                 request.text, request.history, followup_resolve(request.text, request.history), understanding
             )
             follow = plan.follow
-            if plan.written and not (plan.searchable and catalog_search(" ".join(follow.terms), limit=1, now=now)):
+            if plan.written and not (plan.searchable and catalog_knows(follow.terms, now=now)):
                 return self._written(plan.written, understanding)
         filters: CatalogFilter | None = follow.filters
-        terms = list(follow.terms) if filters and filters.since else topic_terms(request.text)
+        terms = list(follow.terms) if filters else topic_terms(request.text)
         intent = "search"
         already_named = ""
         if not terms:
