@@ -30,7 +30,7 @@ from training.pipelines.text_cleaning import text_clean
 from training.pipelines.trainer import TrainingCancelled
 from training.selectors import ConsentedConversation, consented_conversations, customer_dialogues, training_documents
 
-from .runs import Checkpoint, PipelineResult, RunCancelled, git_revision
+from .runs import Checkpoint, PipelineResult, RunCancelled, RunWatch, git_revision
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ EVALUATION_FILE = "evaluation.json"
 # Synthetic SFT conversations per preset when a run names no number: about what its SFT steps consume.
 DEFAULT_DIALOGUES = {"tiny": 48, "small": 1600, "base": 8000}
 DEFAULT_HELDOUT = {"tiny": 8, "small": 48, "base": 96}
-STOP_CHECK_INTERVAL_S = 1.0
 # Where each phase's progress lands on the run's 0..1 bar; pre-training and SFT share theirs by token count.
 CORPUS_END, DIALOGUES_END, TOKENIZER_END, TRAIN_END, SAVE_END = 0.03, 0.05, 0.07, 0.86, 0.88
 
@@ -178,24 +177,15 @@ def loss_history(history: dict) -> dict:
     return out
 
 
-class _Watch:
-    """Maps the chain's progress to the run's bar and log, and answers `should_stop` from the run's row."""
+class _Watch(RunWatch):
+    """Maps the chain's progress to the run's bar and log."""
 
     def __init__(self, run_id: int, checkpoint: Checkpoint, spec: LMPreset):
-        self.run_id = run_id
-        self.checkpoint = checkpoint
-        self.cancelled = False
-        self._checked = 0.0
+        super().__init__(run_id, checkpoint)
         pretrain = spec.pretrain.steps * spec.pretrain.batch_size * spec.pretrain.block_size
         sft = spec.sft.steps * spec.sft.batch_size * spec.sft.block_size
         middle = TOKENIZER_END + (TRAIN_END - TOKENIZER_END) * pretrain / max(pretrain + sft, 1)
         self.spans = {"pretrain": (TOKENIZER_END, middle), "sft": (middle, TRAIN_END)}
-
-    def report(self, fraction: float, line: str = "", phase: str = "") -> None:
-        try:
-            self.checkpoint(fraction, line, phase=phase)
-        except RunCancelled:
-            self.cancelled = True
 
     def train_progress(self, phase: str, step: int, total: int, metrics: dict) -> None:
         if phase == "tokenizer":
@@ -213,13 +203,6 @@ class _Watch:
             losses = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("train_loss", "val_loss") if k in metrics)
             line = f"{phase} step {step}/{total}: {losses}"
         self.report(low + (high - low) * step / max(total, 1), line, phase=phase)
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self.cancelled and now - self._checked >= STOP_CHECK_INTERVAL_S:
-            self._checked = now
-            self.cancelled = not TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).exists()
-        return self.cancelled
 
 
 def _embed():

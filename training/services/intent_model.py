@@ -22,9 +22,8 @@ from training.pipelines.checkpoints import directory_publish, directory_tmp
 from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord
 from training.pipelines.intent_eval import evaluation_report, kfold_evaluate, reports_compare
 
-from .runs import Checkpoint, PipelineResult, RunCancelled, TrainingRunError, git_revision
+from .runs import Checkpoint, PipelineResult, RunCancelled, RunWatch, TrainingRunError, git_revision
 
-STOP_CHECK_INTERVAL_S = 1.0
 DATA_END, TRAIN_END, EVALUATE_END = 0.03, 0.85, 0.97
 LATENCY_QUERIES = 100  # test examples timed one at a time, for the report's p95
 SUMMARY_KEYS = ("accuracy", "inscope_accuracy", "oos_recall", "oos_precision", "macro_f1", "weighted_f1")
@@ -108,13 +107,11 @@ def split_records(
     return train, validation, test
 
 
-class _Watch:
-    """The run's bar and log from each pipeline's progress; `should_stop` from the run's row."""
+class _Watch(RunWatch):
+    """The run's bar and log from each pipeline's progress."""
 
     def __init__(self, run_id: int, checkpoint: Checkpoint, pipelines: list[str]):
-        self.run_id, self.checkpoint = run_id, checkpoint
-        self.cancelled = False
-        self._checked = 0.0
+        super().__init__(run_id, checkpoint)
         # Fine-tuning dominates the bar; the ensemble only combines members fitted before it.
         from training.pipelines.intents import training_order
 
@@ -127,22 +124,9 @@ class _Watch:
             spans[p], low = (low, high), high
         self.spans = spans
 
-    def report(self, fraction: float, line: str = "", phase: str = "") -> None:
-        try:
-            self.checkpoint(fraction, line, phase=phase)
-        except RunCancelled:
-            self.cancelled = True
-
     def pipeline_progress(self, pipeline: str, fraction: float, line: str) -> None:
         low, high = self.spans.get(pipeline, (DATA_END, TRAIN_END))
         self.report(low + (high - low) * min(max(fraction, 0.0), 1.0), line, phase=pipeline)
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self.cancelled and now - self._checked >= STOP_CHECK_INTERVAL_S:
-            self._checked = now
-            self.cancelled = not TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).exists()
-        return self.cancelled
 
 
 def _summary(report: dict) -> dict:

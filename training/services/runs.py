@@ -41,6 +41,7 @@ TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 120
 # Runs queued this long were never picked up: their message was lost or no worker serves the queue.
 QUEUED_EXPIRY = timedelta(hours=24)
 PROGRESS_INTERVAL_S = 0.5
+STOP_CHECK_INTERVAL_S = 1.0  # how often a running pipeline asks whether its run was cancelled
 LOG_TAIL_CHARS = 4000
 
 
@@ -93,6 +94,30 @@ class PipelineResult:
 class Pipeline:
     check: Callable[[dict], object]  # validates parameters at launch; raises ValueError
     train: Callable[[TrainingRun, Checkpoint], PipelineResult]
+
+
+class RunWatch:
+    """A pipeline's view of its run: `report` progress (a cancellation sets `cancelled` instead of raising)
+    and `should_stop`, which reads the run's row at most every STOP_CHECK_INTERVAL_S."""
+
+    def __init__(self, run_id: int, checkpoint: Checkpoint):
+        self.run_id = run_id
+        self.checkpoint = checkpoint
+        self.cancelled = False
+        self._checked = 0.0
+
+    def report(self, fraction: float, line: str = "", phase: str = "") -> None:
+        try:
+            self.checkpoint(fraction, line, phase=phase)
+        except RunCancelled:
+            self.cancelled = True
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self._checked >= STOP_CHECK_INTERVAL_S:
+            self._checked = now
+            self.cancelled = not TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).exists()
+        return self.cancelled
 
 
 def _log_append(line: str) -> Concat:

@@ -3,9 +3,9 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
+from training.management.progress import run_progress_bar
 from training.models import ModelKind, TrainingRun
 from training.services.chat_model import ChatLMParameters
 from training.services.registry import model_version_activate
@@ -43,19 +43,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         hf_logging.disable_progress_bar()  # the chain's own bar is the one to watch
-        bar = tqdm(total=100, unit="%", disable=options["no_progress"], file=self.stderr._out, dynamic_ncols=True)
-
-        shown = {"phase": ""}
-
-        def observe(fraction: float, line: str, phase: str) -> None:
-            if phase and phase != shown["phase"]:
-                shown["phase"] = phase
-                bar.set_description(phase)
-            done = round(100 * fraction)
-            if done > bar.n:
-                bar.update(done - bar.n)
-            if line:
-                bar.write(line, file=self.stdout._out)
+        bar, observe = run_progress_bar(self, disable=options["no_progress"])
 
         try:
             run = training_run_here(kind=ModelKind.CHAT_LM, parameters=parameters, user_id=None, observer=observe)

@@ -1,9 +1,9 @@
 """`manage.py train_intent_model`: the intent pipelines trained and compared here, with a progress bar, as a run."""
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
+from training.management.progress import run_progress_bar
 from training.models import ModelKind, TrainingRun
 from training.services.intent_model import IntentParameters
 from training.services.registry import model_version_activate
@@ -40,16 +40,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         hf_logging.disable_progress_bar()
-        bar = tqdm(total=100, unit="%", disable=options["no_progress"], file=self.stderr._out, dynamic_ncols=True)
-
-        def observe(fraction: float, line: str, phase: str) -> None:
-            if phase:
-                bar.set_description(phase)
-            done = round(100 * fraction)
-            if done > bar.n:
-                bar.update(done - bar.n)
-            if line:
-                bar.write(line, file=self.stdout._out)
+        bar, observe = run_progress_bar(self, disable=options["no_progress"])
 
         try:
             run = training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None, observer=observe)
