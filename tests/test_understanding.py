@@ -130,12 +130,13 @@ async def test_the_chat_path_stores_understanding_and_answers_by_intent(asgi_ser
 
 def test_messages_the_chat_left_are_classified_later(fresh_recognizer):
     _intents()
-    version = model_version_activate(version_id=_train().id, user_id=None)
     conversation = Conversation.objects.create(session_key="s")
     old = Message.objects.create(conversation=conversation, role=Message.Role.USER, text="thank you so much")
     new = Message.objects.create(conversation=conversation, role=Message.Role.USER, text="hello")
     reply = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, text="Hi")
     Message.objects.filter(pk=old.pk).update(created_at=old.created_at - classify.PENDING_AFTER * 2)
+    assert classify.messages_classify_pending() == 0  # no model yet: nothing to add, nothing rewritten
+    version = model_version_activate(version_id=_train().id, user_id=None)
     assert classify.messages_classify_pending() == 1
     old.refresh_from_db(), new.refresh_from_db(), reply.refresh_from_db()
     assert (old.intent, old.intent_source, old.intent_model_version_id) == ("thanks", "model", version.id)

@@ -70,7 +70,15 @@ def messages_classify(*, message_ids: Iterable[int]) -> int:
 
 
 def messages_classify_pending(*, limit: int = PENDING_LIMIT) -> int:
-    """Classify reader messages stored over PENDING_AFTER ago that nothing classified; returns how many."""
+    """Classify reader messages stored over PENDING_AFTER ago that nothing classified; returns how many.
+
+    Without an active intent model there is nothing to add to what the chat path stored (its rules ran
+    then): the sweep waits, and activating a model reclassifies everything anyway.
+    """
+    recognizer = recognizer_get()
+    recognizer.refresh()
+    if recognizer.model_version_id is None:
+        return 0
     cutoff = timezone.now() - PENDING_AFTER
     pending = Message.objects.filter(role=Message.Role.USER, intent_source="", created_at__lt=cutoff).order_by("id")
     ids = list(pending.values_list("id", flat=True)[:limit])
