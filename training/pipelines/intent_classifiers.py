@@ -4,6 +4,7 @@ Each scores texts against the in-scope intents with unnormalised log-scores; `in
 (temperature), thresholds them (out of scope) and deploys one. Plain Python: no Django.
 """
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ def _clip(texts: Sequence[str]) -> list[str]:
     return [(t or "")[:MAX_CHARS] for t in texts]
 
 
-class Classifier:
+class Classifier(ABC):
     """Scores texts against `labels` (unnormalised log-scores; softmax after the temperature)."""
 
     name = ""
@@ -60,21 +61,25 @@ class Classifier:
     def __init__(self, labels: list[str]):
         self.labels = labels
 
-    def fit(self, texts: list[str], targets: np.ndarray, *, progress: Progress, should_stop) -> dict:
-        raise NotImplementedError
+    @abstractmethod
+    def scores(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def save(self, folder: Path) -> None: ...
 
-    def save(self, folder: Path) -> None:
-        raise NotImplementedError
+
+class TrainableClassifier(Classifier):
+    """A classifier fitted on examples and loaded back from its folder (the ensemble is made of these)."""
+
+    @abstractmethod
+    def fit(self, texts: list[str], targets: np.ndarray, *, progress: Progress, should_stop) -> dict: ...
 
     @classmethod
-    def load(cls, folder: Path, labels: list[str], config: IntentConfig) -> "Classifier":
-        raise NotImplementedError
+    @abstractmethod
+    def load(cls, folder: Path, labels: list[str], config: IntentConfig) -> "TrainableClassifier": ...
 
 
-class TfidfClassifier(Classifier):
+class TfidfClassifier(TrainableClassifier):
     name = "tfidf"
 
     def __init__(self, labels: list[str], config: IntentConfig):
@@ -108,7 +113,7 @@ class TfidfClassifier(Classifier):
         return self
 
 
-class EmbeddingClassifier(Classifier):
+class EmbeddingClassifier(TrainableClassifier):
     name = "embedding"
 
     def __init__(self, labels: list[str], config: IntentConfig):
@@ -147,7 +152,7 @@ class EmbeddingClassifier(Classifier):
         return self
 
 
-class FineTunedClassifier(Classifier):
+class FineTunedClassifier(TrainableClassifier):
     name = "finetuned"
 
     def __init__(self, labels: list[str], config: IntentConfig, module=None, tokenizer=None):
@@ -205,7 +210,7 @@ def ensemble_scores(parts: list[tuple[np.ndarray, float, float]]) -> np.ndarray:
     return np.sum([w * log_softmax(s / t) for s, t, w in parts], axis=0)
 
 
-CLASSIFIERS: dict[str, type[Classifier]] = {
+CLASSIFIERS: dict[str, type[TrainableClassifier]] = {
     c.name: c for c in (TfidfClassifier, EmbeddingClassifier, FineTunedClassifier)
 }
 
