@@ -373,8 +373,8 @@ REPLY_ENDING_FIELDS = [
 UNDERSTANDING_FIELDS = ["intent", "confidence", "entities", "intent_source", "intent_model_version"]
 
 
-def _understood(message_id: int, understanding: dict) -> Message:
-    """The reader message's row with what the engine understood of it."""
+def understanding_message(message_id: int, understanding: dict) -> Message:
+    """The reader message's row with what was understood of it (Understanding.as_dict()), for UNDERSTANDING_FIELDS."""
     return Message(
         pk=message_id,
         intent=str(understanding.get("intent") or "")[:100],
@@ -426,7 +426,9 @@ def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:
     cited = [Message.cited.through(message_id=e.message_id, content_id=c) for e in endings for c in e.cited_ids]
     versioned = [Message(pk=e.message_id, model_version_id=e.model_version_id) for e in endings if e.model_version_id]
     engines = [Message(pk=e.message_id, engine=e.engine) for e in endings if e.engine]
-    understood = [_understood(e.reply_to_id, e.understanding) for e in endings if e.reply_to_id and e.understanding]
+    understood = [
+        understanding_message(e.reply_to_id, e.understanding) for e in endings if e.reply_to_id and e.understanding
+    ]
     with transaction.atomic():
         _update_rows(rows, REPLY_ENDING_FIELDS)
         if versioned:

@@ -14,26 +14,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from mediachat.models import Message
+from mediachat.services import UNDERSTANDING_FIELDS, understanding_message
 
-from .recognizer import Understanding, recognizer_get
+from .recognizer import recognizer_get
 
 logger = logging.getLogger(__name__)
 
 BATCH = 128
 PENDING_AFTER = timedelta(seconds=30)  # the chat path stores a message's understanding with its reply first
 PENDING_LIMIT = 2000  # per periodic run; the next run takes the rest
-FIELDS = ["intent", "confidence", "entities", "intent_source", "intent_model_version"]
-
-
-def understanding_fields(understanding: Understanding) -> dict:
-    """The Message fields that record `understanding`."""
-    return {
-        "intent": understanding.intent,
-        "confidence": understanding.confidence,
-        "entities": understanding.entities,
-        "intent_source": understanding.source,
-        "intent_model_version_id": understanding.model_version_id,
-    }
 
 
 def _classify(rows: list[tuple[int, str, object]]) -> int:
@@ -41,9 +30,9 @@ def _classify(rows: list[tuple[int, str, object]]) -> int:
     if not rows:
         return 0
     results = recognizer_get().understand_many([text for _, text, _ in rows], now=timezone.now())
-    messages = [Message(pk=pk, **understanding_fields(u)) for (pk, _, _), u in zip(rows, results, strict=True)]
+    messages = [understanding_message(pk, u.as_dict()) for (pk, _, _), u in zip(rows, results, strict=True)]
     with transaction.atomic():
-        Message.objects.bulk_update(messages, FIELDS)
+        Message.objects.bulk_update(messages, UNDERSTANDING_FIELDS)
     return len(messages)
 
 

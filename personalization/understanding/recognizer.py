@@ -55,9 +55,6 @@ class Understanding:
         data["ranking"] = [[name, p] for name, p in self.ranking]
         return data
 
-    def entity_values(self, *kinds: str) -> list[str]:
-        return [e["value"] for e in self.entities if e.get("kind") in kinds]
-
 
 class Recognizer:
     """Rules, the active intent model and the entity extractor of this process, refreshed as they change."""
