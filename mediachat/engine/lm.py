@@ -57,7 +57,15 @@ from .batching import Finish, QueueFull, Reason, SchedulerStopped
 from .context import ContextTooSmall, context_build
 from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
-from .retrieval import RetrievalEngine, Understanding, describe_item, quoted_list, split_pieces, understand_safely
+from .retrieval import (
+    RetrievalEngine,
+    Understanding,
+    describe_item,
+    quoted_list,
+    split_pieces,
+    understand_safely,
+    written_result,
+)
 from .serving import (  # State, STATUS_KEY and engine_status re-exported: callers know them from here
     STATUS_KEY,  # noqa: F401
     ModelServing,
@@ -169,7 +177,7 @@ class LMGeneration(Generation):
         async with engine.search_slot():
             prepared = await engine.prepare_off_loop(self.request)
         if prepared.written:
-            result = engine.written_result(prepared)
+            result = written_result(prepared.written, prepared.understanding, engine=engine.name)
             for piece in split_pieces(result.text):
                 yield piece
             self._result = result
@@ -361,19 +369,6 @@ class LMEngine(ModelServing, Engine):
                 found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
             found = [Found(f.content, f"Nothing matched; recent: {f.why[0].lower()}{f.why[1:]}") for f in found]
         return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found), understanding)
-
-    def written_result(self, prepared: Prepared) -> EngineResult:
-        """The reply written without retrieval or model (small talk, help, out of scope)."""
-        understanding = prepared.understanding
-        return EngineResult(
-            text=prepared.written,
-            engine=self.name,
-            completion_tokens=len(split_pieces(prepared.written)),
-            decoding={"strategy": "written"},
-            intent=understanding.intent if understanding is not None else "",
-            confidence=understanding.confidence if understanding is not None else None,
-            understanding=understanding.as_dict() if understanding is not None else None,
-        )
 
     def model_result(
         self,

@@ -46,6 +46,19 @@ def understand_safely(text: str, now: datetime) -> Understanding | None:
         return None
 
 
+def written_result(text: str, understanding: Understanding | None, *, engine: str) -> EngineResult:
+    """A reply written without retrieval or model (small talk, help, out of scope), with the understanding."""
+    return EngineResult(
+        text=text,
+        engine=engine,
+        completion_tokens=len(split_pieces(text)),
+        decoding={"strategy": "written"},
+        intent=understanding.intent if understanding is not None else "",
+        confidence=understanding.confidence if understanding is not None else None,
+        understanding=understanding.as_dict() if understanding is not None else None,
+    )
+
+
 def split_pieces(text: str) -> list[str]:
     """`text` cut into words, each with its trailing space, so that joining them gives `text` back."""
     return PIECE_RE.findall(text)
@@ -152,7 +165,7 @@ class RetrievalEngine(Engine):
             )
             follow = plan.follow
             if plan.written and not (plan.searchable and catalog_knows(follow.terms, now=now)):
-                return self._written(plan.written, understanding)
+                return written_result(plan.written, understanding, engine=self.name)
         filters: CatalogFilter | None = follow.filters
         terms = list(follow.terms) if filters else topic_terms(request.text)
         intent = "search"
@@ -214,16 +227,5 @@ class RetrievalEngine(Engine):
             },
             intent=intent,
             entities=[{"type": "topic", "value": t} for t in terms],
-            understanding=understanding.as_dict() if understanding is not None else None,
-        )
-
-    def _written(self, text: str, understanding: Understanding | None) -> EngineResult:
-        return EngineResult(
-            text=text,
-            engine=self.name,
-            completion_tokens=len(split_pieces(text)),
-            decoding={"strategy": "written"},
-            intent=understanding.intent if understanding is not None else "",
-            confidence=understanding.confidence if understanding is not None else None,
             understanding=understanding.as_dict() if understanding is not None else None,
         )
