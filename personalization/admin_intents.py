@@ -14,7 +14,6 @@ from django.utils.html import format_html
 
 from training.models import ModelKind
 from training.pipelines.intent_data import EXTENSION_FORMATS, format_for_filename
-from training.services.intent_model import IntentParameters
 from training.services.runs import TrainingRunError, training_run_launch
 
 from .models import Intent, IntentExample, KeywordRule
@@ -246,6 +245,9 @@ class IntentAdmin(admin.ModelAdmin):
     @admin.action(description="Train intent model (on every active intent)", permissions=["train"])
     def train_intent_model(self, request: HttpRequest, queryset: QuerySet[Intent]) -> HttpResponse | None:
         """Launch an intent training run on the active intents' examples and open its page (live progress)."""
+        # Imported here: the training pipeline pulls scikit-learn, which web processes need only for this.
+        from training.services.intent_model import IntentParameters
+
         try:
             intent_training_set(min_examples=IntentParameters().min_examples)
         except TooLittleDataError as exc:
