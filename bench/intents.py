@@ -15,6 +15,7 @@ oos_recall, p95_ms, train_s and every pipeline's figures under "pipelines".
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 
 from training.pipelines import intent_data  # noqa: E402
 from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord  # noqa: E402
+from training.pipelines.intent_encoders import FineTuneConfig  # noqa: E402
 from training.pipelines.intent_eval import evaluation_report, reports_compare  # noqa: E402
 from training.pipelines.intents import PIPELINES, IntentConfig, intent_pipelines_train  # noqa: E402
 
@@ -93,6 +95,24 @@ def latency(model, texts: list[str]) -> tuple[float, float]:
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
+def fine_tune_config(base: FineTuneConfig, settings: list[str], parser) -> FineTuneConfig:
+    """`base` with each KEY=VALUE of --fine-tune applied, VALUE read as the field's type."""
+    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(FineTuneConfig)}
+    changes = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in types:
+            parser.error(f"--fine-tune {key}: not a setting; choose from {', '.join(types)}")
+        try:
+            changes[key] = types[key](value)
+        except ValueError:
+            parser.error(f"--fine-tune {setting}: {value!r} is not a {types[key].__name__}")
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as exc:
+        parser.error(f"--fine-tune: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clinc", help="a CLINC150 data_full.json")
@@ -102,6 +122,13 @@ def main() -> None:
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default: the platform's)")
+    parser.add_argument(
+        "--fine-tune",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fine-tuning setting (training/pipelines/intent_encoders.FineTuneConfig), e.g. objective=contrastive",
+    )
     parser.add_argument(
         "--objective",
         choices=["accuracy", "balanced"],
@@ -123,6 +150,7 @@ def main() -> None:
     config = IntentConfig(pipelines=tuple(args.pipelines.split(",")), seed=args.seed)
     if args.epochs is not None:
         config.fine_tune.epochs = args.epochs
+    config.fine_tune = fine_tune_config(config.fine_tune, args.fine_tune, parser)
     if args.objective:
         config.threshold_objective = args.objective
     started = time.monotonic()

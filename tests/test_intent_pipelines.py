@@ -125,3 +125,78 @@ def test_temperature_fit_recovers_the_temperature():
 def test_config_refuses_unknown_pipelines():
     with pytest.raises(ValueError, match="unknown pipelines"):
         IntentConfig(pipelines=("tfidf", "bert-large"))
+
+
+def test_contrastive_fine_tuning_learns_the_intents(saved_minilm):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(saved_minilm), seed=1)
+    config.fine_tune = intent_encoders.FineTuneConfig(epochs=4, min_steps=0, objective="contrastive", per_class=4)
+    finetuned = intent_pipelines_train(train, val, config)["finetuned"]
+    assert finetuned.validation["inscope_accuracy"] >= 0.9
+    assert finetuned.validation["oos_recall"] > 0
+
+
+def test_supervised_contrastive_loss_rewards_intents_that_cluster():
+    import torch
+
+    labels = torch.tensor([0, 0, 1, 1])
+    clustered = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    scrambled = clustered[[0, 2, 1, 3]]
+    loss = intent_encoders.supervised_contrastive_loss
+    assert loss(clustered, labels, 0.1) < loss(scrambled, labels, 0.1)
+    # Two orthogonal pairs: each anchor's positive is at similarity 1, the other two at 0.
+    pairs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    expected = -np.log(np.exp(10) / (np.exp(10) + 2))
+    assert float(loss(pairs, labels, 0.1)) == pytest.approx(expected, abs=1e-6)
+    lonely = torch.randn(3, 2, requires_grad=True)
+    no_pairs = loss(lonely, torch.tensor([0, 1, 2]), 0.1)
+    no_pairs.backward()  # a batch without positives still backpropagates (nothing)
+    assert float(no_pairs) == 0.0
+
+
+def test_class_grouped_order_puts_intents_side_by_side():
+    import torch
+
+    targets = [label for label in range(6) for _ in range(8)]
+    order = intent_encoders.class_grouped_order(targets, 4, torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(len(targets)))
+    runs = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert all(len({targets[i] for i in run}) == 1 for run in runs)
+    assert [targets[run[0]] for run in runs] != sorted(targets[run[0]] for run in runs)  # intents mixed
+
+
+def test_fine_tune_config_refuses_unknown_objectives():
+    with pytest.raises(ValueError, match="objective"):
+        intent_encoders.FineTuneConfig(objective="triplet")
+
+
+def test_encoders_infer_in_the_recorded_dtype(tiny_encoder, tmp_path):
+    import json
+
+    import torch
+
+    assert IntentConfig().inference_dtype == ("bfloat16" if intent_encoders.native_bf16() else "float32")
+    with pytest.raises(ValueError, match="inference dtype"):
+        IntentConfig(inference_dtype="float8")
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder), inference_dtype="float32")
+    config.fine_tune.min_steps = 20
+    model = intent_pipelines_train(train, val, config)["finetuned"].model
+    model.save(tmp_path / "m", config)
+    texts = [r.text for r in val]
+    exact = model.probabilities(texts)
+
+    meta_file = tmp_path / "m" / "intent.json"
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["inference_dtype"] = "bfloat16"
+    meta_file.write_text(json.dumps(meta))
+    halved = IntentModel.load(tmp_path / "m")
+    expected = torch.bfloat16 if intent_encoders.native_bf16() else torch.float32
+    assert next(halved.classifier.module.parameters()).dtype == expected
+    np.testing.assert_allclose(halved.probabilities(texts), exact, atol=0.05)
+
+    del meta["config"]["inference_dtype"]  # saved before the dtype was recorded: calibrated in float32
+    meta_file.write_text(json.dumps(meta))
+    legacy = IntentModel.load(tmp_path / "m")
+    assert next(legacy.classifier.module.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(legacy.probabilities(texts), exact, atol=1e-5)

@@ -72,6 +72,7 @@ def test_too_little_data_fails_naming_the_intents(db, model_dir):
         ({"pipelines": ["bert"]}, "unknown pipelines"),
         ({"pipelines": []}, "non-empty list"),
         ({"epochs": -1}, "epochs"),
+        ({"objective": "triplet"}, "objective must be 'classification' or 'contrastive'"),
         ({"kfold": 1}, "kfold"),
         ({"encoder": "/nowhere/at/all"}, "does not exist"),
         ({"colour": "blue"}, "Unknown parameters"),

@@ -38,6 +38,9 @@ class IntentConfig:
     # choice); "balanced" weighs in-scope accuracy and out-of-scope recall the same.
     threshold_objective: str = "accuracy"
     threads: int = 0  # torch threads while training; 0 leaves the process's setting
+    # The encoders' dtype after training (intent_encoders.inference_dtype_name): "auto" is resolved when
+    # the config is made, so a saved model records the dtype its temperature and threshold were fitted on.
+    inference_dtype: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -47,6 +50,9 @@ class IntentConfig:
         unknown = [p for p in self.pipelines if p not in PIPELINES]
         if unknown or not self.pipelines:
             raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+        if self.inference_dtype == "auto":
+            self.inference_dtype = enc.inference_dtype_name("auto")
+        enc.inference_dtype_name(self.inference_dtype)  # refuses an unknown name
 
 
 def _clip(texts: Sequence[str]) -> list[str]:
@@ -120,7 +126,7 @@ class EmbeddingClassifier(TrainableClassifier):
         super().__init__(labels)
         self.config = config
         self.encoder, self.tokenizer = enc.encoder_load(config.encoder)
-        self.encoder.eval()
+        enc.for_inference(self.encoder, config.inference_dtype)
         self.model = LogisticRegression(C=config.embedding_c, max_iter=2000)
 
     def _embed(self, texts, progress=None) -> np.ndarray:
@@ -171,10 +177,12 @@ class FineTunedClassifier(TrainableClassifier):
             line = f"finetuned: step {step}/{total} loss {loss:.3f}" if step % every == 0 or step == total else ""
             progress(step / total, line)
 
-        return enc.fine_tune(
+        fit = enc.fine_tune(
             self.module, self.tokenizer, _clip(texts), targets.tolist(), self.config.fine_tune,
             progress=report, should_stop=should_stop,
         )  # fmt: skip
+        enc.for_inference(self.module, self.config.inference_dtype)  # validation scores what deploys
+        return fit
 
     def scores(self, texts):
         return enc.encode(self.module, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length)
@@ -185,7 +193,7 @@ class FineTunedClassifier(TrainableClassifier):
     @classmethod
     def load(cls, folder, labels, config):
         module, tokenizer = enc.load_module(folder / "finetuned", len(labels))
-        return cls(labels, config, module, tokenizer)
+        return cls(labels, config, enc.for_inference(module, config.inference_dtype), tokenizer)
 
 
 class EnsembleClassifier(Classifier):

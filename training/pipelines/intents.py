@@ -119,7 +119,9 @@ class IntentModel:
         meta = json.loads((folder / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder} is not an intent model ({META_FILE} format {meta.get('format')!r})")
-        config, labels = IntentConfig(**meta["config"]), meta["labels"]
+        # A model saved before the inference dtype was recorded was calibrated in float32.
+        config = IntentConfig(**{"inference_dtype": "float32", **meta["config"]})
+        labels = meta["labels"]
         if meta["pipeline"] == EnsembleClassifier.name:
             members = [
                 (CLASSIFIERS[m["pipeline"]].load(folder, labels, config), m["temperature"], m["weight"])

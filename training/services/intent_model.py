@@ -33,6 +33,7 @@ SUMMARY_KEYS = ("accuracy", "inscope_accuracy", "oos_recall", "oos_precision", "
 class IntentParameters:
     pipelines: list[str] = field(default_factory=lambda: ["tfidf", "finetuned", "ensemble"])  # compared
     epochs: float = 3.0  # fine-tuning epochs over the training split
+    objective: str = "classification"  # fine-tuning loss: "classification", or "contrastive" (with SupCon)
     min_examples: int = 10  # an intent with fewer examples stops the run, named in the message
     validation_fraction: float = 0.15  # of each intent's examples: temperature and threshold
     test_fraction: float = 0.15  # of each intent's examples: the report
@@ -42,6 +43,7 @@ class IntentParameters:
 
     def __post_init__(self) -> None:
         from training.pipelines.intent_classifiers import PIPELINES
+        from training.pipelines.intent_encoders import OBJECTIVES
 
         if not isinstance(self.pipelines, list | tuple) or not self.pipelines:
             raise ValueError(f"pipelines must be a non-empty list of {', '.join(PIPELINES)}.")
@@ -51,6 +53,7 @@ class IntentParameters:
         self.pipelines = list(dict.fromkeys(self.pipelines))
         checks = {
             "epochs": (isinstance(self.epochs, int | float) and 0 < self.epochs <= 50, "a number from 0 to 50"),
+            "objective": (self.objective in OBJECTIVES, " or ".join(repr(o) for o in OBJECTIVES)),
             "min_examples": (_int(self.min_examples) and 3 <= self.min_examples <= 10_000, "an integer ≥ 3"),
             "validation_fraction": (_fraction(self.validation_fraction), "a number between 0.05 and 0.4"),
             "test_fraction": (_fraction(self.test_fraction), "a number between 0.05 and 0.4"),
@@ -158,6 +161,7 @@ def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
     )
     config = IntentConfig(pipelines=tuple(params.pipelines), encoder=params.encoder, seed=params.seed, threads=0)
     config.fine_tune.epochs = params.epochs
+    config.fine_tune.objective = params.objective
     config.fine_tune.seed = params.seed
     name = f"intent-run-{run.id}"
     root = Path(settings.MODEL_DIR) / ModelKind.INTENT
