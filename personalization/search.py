@@ -37,6 +37,10 @@ STOPWORDS = frozenset(
     anything something show tell find give want looking look read watch listen recommend recommendation please
     new latest recent any some me hi hello thanks thank""".split()
 )
+# Contractions are words too ("what's new" asks for nothing by name), with either apostrophe.
+CONTRACTIONS = """what's that's there's here's it's who's where's how's let's i'm i'd i'll i've you're you've
+    we're they're don't doesn't didn't can't isn't aren't won't wasn't""".split()
+STOPWORDS = STOPWORDS | frozenset(CONTRACTIONS) | frozenset(w.replace("'", "\u2019") for w in CONTRACTIONS)
 FIELD_WEIGHTS = {"title": 3.0, "tags": 2.5, "summary": 1.5, "body": 0.5}
 MAX_CANDIDATES = 400
 WORD_RE = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*", re.UNICODE)  # apostrophes and hyphens inside a word
@@ -69,6 +73,7 @@ class CatalogFilter:
     since: datetime | None = None
     until: datetime | None = None
     kinds: tuple[str, ...] = ()  # Content.Kind values: "podcasts on jazz" looks among podcasts
+    when: str = ""  # the dates as the reader wrote them ("this week"), for replies; since/until filter
 
     def __bool__(self) -> bool:
         return bool(self.sections or self.tags or self.authors or self.since or self.until or self.kinds)

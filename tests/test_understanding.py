@@ -213,3 +213,31 @@ def test_the_plan_filters_by_kind_section_and_date_and_keeps_topic_words():
     assert latest.follow.kind == Kind.LATEST and latest.follow.filters.kinds == ("video",)
     greeting = Understanding("greeting", 0.99, Source.MODEL, "small_talk")
     assert plan_reply("hi", (), followup_resolve("hi", ()), greeting).written.startswith("Hello!")
+
+
+def test_a_search_that_dates_rule_out_says_so_in_the_readers_words(fresh_recognizer):
+    from mediachat.engine.actions import date_phrase
+    from mediachat.engine.base import EngineRequest
+    from mediachat.engine.lm import LMEngine
+    from mediachat.engine.retrieval import RetrievalEngine
+    from personalization.search import CatalogFilter, query_terms
+
+    assert date_phrase(CatalogFilter(when="since Monday")) == " since Monday"
+    assert date_phrase(CatalogFilter(when="last month")) == " from last month"
+    assert date_phrase(CatalogFilter(sections=("science",))) == "" and date_phrase(None) == ""
+    assert query_terms("What\u2019s new? what's up with Trump's tariffs") == ["trump's", "tariffs"]
+
+    seed_catalog()  # tariffs: 9 days old; the newest item: a day old
+    search = RetrievalEngine()
+    old_topic = search.compose(EngineRequest(text="anything on tariffs since yesterday?")).text
+    assert old_topic.startswith(
+        "I couldn't find anything on tariffs since yesterday in the catalog; here is what's new"
+    )
+    nothing_today = search.compose(EngineRequest(text="what's new today?")).text
+    assert nothing_today.startswith("I found nothing from today; here is what's new: “Jazz in the city”")
+    in_range = search.compose(EngineRequest(text="anything on glaciers this month?")).text
+    assert "Glaciers in retreat" in in_range and "couldn't" not in in_range
+
+    engine = LMEngine()  # without a chat model, its search-only text names the dates the same way
+    prepared = engine.prepare(EngineRequest(text="anything on tariffs since yesterday?"))
+    assert prepared.follow.filters.when == "since yesterday"

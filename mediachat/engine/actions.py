@@ -89,6 +89,7 @@ def catalog_filter(entities: Sequence[dict], kinds: Sequence[str] = ()) -> Catal
         return tuple(dict.fromkeys(str(e["value"]) for e in entities if e.get("kind") == kind))
 
     since = until = None
+    when = ""
     for entity in entities:
         if entity.get("kind") == "date" and "/" in str(entity.get("value", "")):
             start, end = str(entity["value"]).split("/", 1)
@@ -96,9 +97,23 @@ def catalog_filter(entities: Sequence[dict], kinds: Sequence[str] = ()) -> Catal
                 since, until = datetime.fromisoformat(start), datetime.fromisoformat(end)
             except ValueError:
                 continue
+            when = " ".join(str(entity.get("text", "")).split())
             break
-    found = CatalogFilter(values("section"), values("tag"), values("author"), since, until, tuple(dict.fromkeys(kinds)))
+    found = CatalogFilter(
+        values("section"), values("tag"), values("author"), since, until, tuple(dict.fromkeys(kinds)), when
+    )
     return found if found else None
+
+
+DATE_PREPOSITIONS = frozenset("since before after from in on during until till between over within for".split())
+
+
+def date_phrase(filters: CatalogFilter | None) -> str:
+    """The message's dates as the reader wrote them, to follow a topic: " from this week", " since Monday"."""
+    when = filters.when if filters is not None else ""
+    if not when:
+        return ""
+    return f" {when}" if when.split()[0].lower() in DATE_PREPOSITIONS else f" from {when}"
 
 
 def _without_dates(text: str, entities: Sequence[dict]) -> str:

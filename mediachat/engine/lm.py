@@ -41,7 +41,7 @@ from mediachat.selectors import decoding_defaults
 from training.models import ModelKind, ModelVersion
 from training.pipelines.chat_format import ContextItem, citations_ground
 
-from .actions import catalog_knows, plan_reply
+from .actions import catalog_knows, date_phrase, plan_reply
 from .base import (
     Citation,
     Engine,
@@ -423,7 +423,7 @@ class LMEngine(ModelServing, Engine):
         """One sentence naming the items, as the search-only engine writes it."""
         follow, items = prepared.follow, prepared.items
         topic = " ".join(follow.terms[:6])
-        on_topic = f" on {topic}" if topic else ""
+        on_topic = (f" on {topic}" if topic else "") + date_phrase(follow.filters)
         if not items:
             if follow.kind in (Kind.OLDER, Kind.NEWER):
                 return f"I found nothing {follow.kind}{on_topic} in the catalog."

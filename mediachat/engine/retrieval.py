@@ -153,7 +153,7 @@ class RetrievalEngine(Engine):
         `understanding` and `follow` are the caller's when it has them (LMEngine's fallback); otherwise
         the message is understood here, and a written reply (small talk, help, out of scope) is answered.
         """
-        from .actions import catalog_knows, plan_reply  # actions → followups → this module
+        from .actions import catalog_knows, date_phrase, plan_reply  # actions → followups → this module
         from .followups import followup_resolve
 
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
@@ -189,13 +189,17 @@ class RetrievalEngine(Engine):
                 verb = "is" if len(hits) == 1 else "are"
                 text = f"Here {verb} {_pieces_phrase(len(hits))} on {topic}: {described}."
         else:
+            when = date_phrase(filters)
             hits = catalog_search("", limit=limit, now=now, filters=filters) if filters and not terms else []
+            in_range = bool(hits) or not when  # "what's new this week" found nothing this week
             hits = hits or catalog_search("", limit=limit, now=now)
             described = quoted_list([describe_item(h.content, now) for h in hits]) if hits else ""
             if terms and hits:
-                text = f"I couldn't find anything on {topic} in the catalog; here is what's new: {described}."
+                text = f"I couldn't find anything on {topic}{when} in the catalog; here is what's new: {described}."
             elif terms:
-                text = f"I couldn't find anything on {topic} in the catalog, and nothing is published yet."
+                text = f"I couldn't find anything on {topic}{when} in the catalog, and nothing is published yet."
+            elif hits and not in_range:
+                text = f"I found nothing{when}; here is what's new: {described}."
             elif hits:
                 text = f"Here is what's new: {described}."
             else:
