@@ -30,8 +30,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -39,11 +37,10 @@ from django.utils import timezone
 
 from mediachat.selectors import decoding_defaults
 from training.models import ModelKind, ModelVersion
-from training.pipelines.chat_format import ContextItem, citations_ground
+from training.pipelines.chat_format import citations_ground
 
-from .actions import catalog_knows, date_phrase, plan_reply
+from .actions import catalog_knows, plan_reply
 from .base import (
-    Citation,
     Engine,
     EngineBusy,
     EngineError,
@@ -51,17 +48,22 @@ from .base import (
     EngineResult,
     EngineTimeout,
     Generation,
-    Recommendation,
 )
 from .batching import Finish, QueueFull, Reason, SchedulerStopped
 from .context import ContextTooSmall, context_build
-from .decoding import DecodingParams
 from .followups import FollowUp, Found, Kind, followup_resolve, followup_retrieve
+from .prepared import (
+    INTENTS,
+    MALFORMED_CITATION_RE,
+    Prepared,
+    found_item,
+    model_result,
+    reply_entities,
+    search_text,
+    understanding_dict,
+)
 from .retrieval import (
     RetrievalEngine,
-    Understanding,
-    describe_item,
-    quoted_list,
     split_pieces,
     understand_safely,
     written_result,
@@ -88,67 +90,6 @@ CONTEXT_ITEMS = 5  # catalog items retrieved into the prompt
 HISTORY_TURNS = 8  # earlier turns asked of the consumer; the budget drops the oldest when it must
 SHORTER_FLOOR = 16  # "shorter": at most half the previous reply's tokens, but never fewer than this
 UNFINISHED_CITATION_RE = re.compile(r"\[#?\d*$")  # a citation cut off by an interruption: "[#90"
-# A citation the model never closed ("[#48 faster"), anywhere: not a citation, and no text for a reader.
-MALFORMED_CITATION_RE = re.compile(r"\[#\d*(?![\d\]])")
-
-
-@dataclass(frozen=True)
-class FoundItem:
-    """A retrieved item as plain data, read on the worker thread (no lazy queries on the event loop)."""
-
-    id: int
-    title: str
-    url: str
-    summary: str
-    kind: str
-    section: str
-    date: str
-    why: str
-    described: str  # as the search-only reply names it
-
-    def context_item(self) -> ContextItem:
-        return ContextItem(self.id, self.title, self.summary, self.date, self.section, self.kind)
-
-    def citation(self) -> Citation:
-        return Citation(self.id, self.title, self.url)
-
-    def card(self, why: str | None = None) -> Recommendation:
-        return Recommendation(self.id, self.title, self.url, self.summary, self.kind, self.section, why or self.why)
-
-
-def _found_item(found: Found, now: datetime) -> FoundItem:
-    content = found.content
-    published = timezone.localtime(content.published_at).date().isoformat() if content.published_at else ""
-    return FoundItem(
-        id=content.id,
-        title=content.title,
-        url=content.reader_url,
-        summary=content.summary,
-        kind=content.kind,
-        section=content.section.name if content.section is not None else "",
-        date=published,
-        why=found.why,
-        described=describe_item(content, now),
-    )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What the worker thread found for one reply."""
-
-    target: Target | None
-    params: DecodingParams
-    follow: FollowUp
-    items: tuple[FoundItem, ...]
-    understanding: Understanding | None = None  # the reader message's intent and entities
-    written: str = ""  # a reply written without retrieval or model (small talk, help, out of scope)
-
-
-INTENTS = {Kind.SEARCH: "search", Kind.LATEST: "whats_new"}  # any other kind is a follow-up
-
-
-def _as_dict(understanding: Understanding | None) -> dict | None:
-    return understanding.as_dict() if understanding is not None else None
 
 
 class LMGeneration(Generation):
@@ -285,8 +226,15 @@ class LMGeneration(Generation):
         if tail:
             pieces.append(tail)
             yield tail
-        self._result = self.engine.model_result(
-            self.request, prepared, served, params, "".join(pieces), built.items, built.prompt_tokens, finish
+        self._result = model_result(
+            prepared,
+            engine=self.engine.name,
+            version_id=served.target.version_id,
+            params=params,
+            raw="".join(pieces),
+            context_items=built.items,
+            prompt_tokens=built.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
         )
 
 
@@ -368,78 +316,7 @@ class LMEngine(ModelServing, Engine):
             if not found and follow.filters:
                 found = followup_retrieve(FollowUp(Kind.LATEST), limit=CONTEXT_ITEMS, now=now)
             found = [Found(f.content, f"Nothing matched; recent: {f.why[0].lower()}{f.why[1:]}") for f in found]
-        return Prepared(target, params, follow, tuple(_found_item(f, now) for f in found), understanding)
-
-    def model_result(
-        self,
-        request: EngineRequest,
-        prepared: Prepared,
-        served: Served,
-        params: DecodingParams,
-        raw: str,
-        context_items,
-        prompt_tokens: int,
-        finish: Finish,
-    ) -> EngineResult:
-        """The stored reply: `raw` grounded in the items the prompt held, with its cards."""
-        in_context = {item.id for item in context_items}
-        text, cited_ids = citations_ground(MALFORMED_CITATION_RE.sub("", raw), in_context)
-        by_id = {item.id: item for item in prepared.items}
-        limit = settings.MEDIACHAT["RECOMMENDATIONS"]
-        cited_items = [by_id[i] for i in cited_ids if i in by_id]
-        if cited_items:
-            cards = [item.card() for item in cited_items[:limit]]
-        else:  # the model cited nothing: the best items it was given, said to be search results
-            cards = [
-                item.card(f"{item.why} (top search result; the reply cited none)")
-                for item in prepared.items
-                if item.id in in_context
-            ][:limit]
-        if not text:  # an empty reply (an immediate end of turn) still says something
-            text = self._search_text(prepared)
-        return EngineResult(
-            text=text,
-            engine=self.name,
-            cited=[item.citation() for item in cited_items],
-            recommendations=cards,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=finish.completion_tokens,
-            decoding=params.as_dict(),
-            intent=INTENTS.get(prepared.follow.kind, "follow_up"),
-            entities=self._entities(prepared.follow),
-            model_version_id=served.target.version_id,
-            understanding=_as_dict(prepared.understanding),
-        )
-
-    @staticmethod
-    def _entities(follow: FollowUp) -> list[dict]:
-        entities = list(follow.entities)
-        if follow.kind not in INTENTS:
-            entities.append({"type": "follow_up", "value": follow.kind})
-        return entities
-
-    @staticmethod
-    def _search_text(prepared: Prepared) -> str:
-        """One sentence naming the items, as the search-only engine writes it."""
-        follow, items = prepared.follow, prepared.items
-        topic = " ".join(follow.terms[:6])
-        on_topic = (f" on {topic}" if topic else "") + date_phrase(follow.filters)
-        if not items:
-            if follow.kind in (Kind.OLDER, Kind.NEWER):
-                return f"I found nothing {follow.kind}{on_topic} in the catalog."
-            if follow.kind == Kind.MORE:
-                return "I found nothing more like that in the catalog."
-            return f"I couldn't find anything{on_topic} in the catalog."
-        described = quoted_list([item.described for item in items[: settings.MEDIACHAT["RECOMMENDATIONS"]]])
-        if follow.kind in (Kind.OLDER, Kind.NEWER):
-            return f"{follow.kind.capitalize()}{on_topic}: {described}."
-        if follow.kind == Kind.ITEM:
-            return f"Here it is: {described}."
-        if follow.kind == Kind.SHORTER:
-            return f"In short: {described}."
-        if follow.kind == Kind.MORE:
-            return f"More like that: {described}."
-        return f"Here is what I found: {described}."
+        return Prepared(target, params, follow, tuple(found_item(f, now) for f in found), understanding)
 
     def fallback_result(self, request: EngineRequest, prepared: Prepared) -> EngineResult:
         """The reply without a model, with the notice why (blocking: a plain search queries the database).
@@ -453,7 +330,7 @@ class LMEngine(ModelServing, Engine):
             return dataclasses.replace(result, notice=notice)
         limit = settings.MEDIACHAT["RECOMMENDATIONS"]
         items = prepared.items[:limit]
-        text = self._search_text(dataclasses.replace(prepared, items=items))
+        text = search_text(dataclasses.replace(prepared, items=items))
         return EngineResult(
             text=text,
             engine=self._retrieval.name,
@@ -463,8 +340,8 @@ class LMEngine(ModelServing, Engine):
             completion_tokens=len(split_pieces(text)),
             decoding={"strategy": "template", "limit": limit},
             intent=INTENTS.get(prepared.follow.kind, "follow_up"),
-            entities=self._entities(prepared.follow),
+            entities=reply_entities(prepared.follow),
             model_version_id=None,
             notice=notice,
-            understanding=_as_dict(prepared.understanding),
+            understanding=understanding_dict(prepared.understanding),
         )
