@@ -10,8 +10,7 @@ import asyncio
 import logging
 import weakref
 
-from django.db import InterfaceError, OperationalError, connection
-
+from .keptdb import kept
 from .services import (
     ChatError,
     IncomingMessage,
@@ -36,33 +35,12 @@ def _write(
     return messages_receive_many(incoming=incoming), ending_error
 
 
-def _write_on_worker(
-    incoming: list[IncomingMessage], endings: list[ReplyEnding]
-) -> tuple[list[ReceivedMessage | ChatError], BaseException | None]:
-    """`_write` on a pool thread that keeps its connection from flush to flush.
-
-    `database_sync_to_async` closes old connections around every call, and with CONN_HEALTH_CHECKS the
-    next query after that pays a `SELECT 1` round trip first: one more round trip per flush, on the path
-    every message takes. A flush instead checks its thread's connection only after an error, as Django
-    does between requests, and tries once more on a fresh connection if the server dropped it.
-    """
-    if connection.errors_occurred or (connection.connection is not None and not connection.get_autocommit()):
-        connection.close_if_unusable_or_obsolete()
-    try:
-        return _write(incoming, endings)
-    except (OperationalError, InterfaceError):
-        # A dropped connection, or one that failed mid-statement: both writes are idempotent (endings are
-        # UPDATEs, messages are matched on client_id), so one more try on a new connection is safe.
-        if connection.in_atomic_block:
-            raise
-        connection.close()
-        return _write(incoming, endings)
-
-
 async def write(
     incoming: list[IncomingMessage], endings: list[ReplyEnding]
 ) -> tuple[list[ReceivedMessage | ChatError], BaseException | None]:
-    return await asyncio.get_running_loop().run_in_executor(None, _write_on_worker, incoming, endings)
+    # On a thread that keeps its connection (keptdb): both writes may be repeated after a dropped
+    # connection (endings are UPDATEs, messages are matched on client_id).
+    return await kept(_write)(incoming, endings)
 
 
 class GroupCommit:

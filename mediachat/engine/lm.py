@@ -31,10 +31,10 @@ import re
 import time
 from collections.abc import AsyncIterator
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from mediachat.keptdb import kept
 from mediachat.selectors import decoding_defaults
 from training.models import ModelKind, ModelVersion
 from training.pipelines.chat_format import citations_ground
@@ -245,8 +245,8 @@ class LMEngine(ModelServing, Engine):
 
     def __init__(self, *, threads: int | None = None) -> None:
         super().__init__(threads=threads)
-        self.prepare_off_loop = database_sync_to_async(self.prepare, thread_sensitive=False)
-        self.fallback_off_loop = database_sync_to_async(self.fallback_result, thread_sensitive=False)
+        self.prepare_off_loop = kept(self.prepare)  # reads only: safe to repeat (mediachat/keptdb.py)
+        self.fallback_off_loop = kept(self.fallback_result)
         self._retrieval = RetrievalEngine()
         self._wanted: Target | None = None
         self._checked_at = float("-inf")

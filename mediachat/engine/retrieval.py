@@ -11,10 +11,10 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from mediachat.keptdb import kept
 from personalization.models import Content
 from personalization.search import CatalogFilter, SearchHit, catalog_search, query_terms
 from personalization.understanding.recognizer import Understanding, understand
@@ -128,7 +128,7 @@ class RetrievalEngine(Engine):
     concurrency = 2  # searches running at once per event loop; the rest wait for a slot
 
     def __init__(self) -> None:
-        self.compose_off_loop = database_sync_to_async(self.compose, thread_sensitive=False)
+        self.compose_off_loop = kept(self.compose)  # reads only: safe to repeat (mediachat/keptdb.py)
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
