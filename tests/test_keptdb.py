@@ -74,6 +74,7 @@ def test_a_call_inside_a_transaction_is_not_repeated():
 def test_a_connection_past_its_age_is_replaced():
     if not connection.settings_dict.get("CONN_MAX_AGE"):
         pytest.skip("the embedded SQLite keeps no connection (CONN_MAX_AGE 0): each call opens its own")
+
     def raw_connection():
         Content.objects.exists()
         return connection.connection
