@@ -59,7 +59,8 @@ def django_setup(env: dict[str, str]) -> None:
 
 
 def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+    """A management command; its output goes to stderr with the progress, so stdout ends with the JSON line."""
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
 
 
 def reader_sessions(count: int) -> list[str]:
