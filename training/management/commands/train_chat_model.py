@@ -2,14 +2,10 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
-from transformers.utils import logging as hf_logging
+from django.core.management.base import BaseCommand
 
-from training.management.progress import run_progress_bar
-from training.models import ModelKind, TrainingRun
-from training.services.chat_model import ChatLMParameters
-from training.services.registry import model_version_activate
-from training.services.runs import TrainingRunError, training_run_here
+from training.management.run_here import command_run
+from training.models import ModelKind
 
 SHOWN = [
     ("val_perplexity", "perplexity"),
@@ -38,24 +34,14 @@ class Command(BaseCommand):
             parameters["dialogues"] = options["dialogues"]
         if options["heldout"] is not None:
             parameters["heldout"] = options["heldout"]
-        try:
-            ChatLMParameters.from_parameters(parameters)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        hf_logging.disable_progress_bar()  # the chain's own bar is the one to watch
-        bar, observe = run_progress_bar(self, disable=options["no_progress"])
-
-        try:
-            run = training_run_here(kind=ModelKind.CHAT_LM, parameters=parameters, user_id=None, observer=observe)
-        except TrainingRunError as exc:
-            raise CommandError(str(exc)) from None
-        finally:
-            bar.close()
-        version = run.model_versions.order_by("-id").first()
-        if run.status != TrainingRun.Status.SUCCEEDED or version is None:
-            raise CommandError(f"Training run {run.pk} ended {run.status}:\n{run.log[-3000:]}")
-        if options["activate"]:
-            version = model_version_activate(version_id=version.pk, user_id=None)
+        run, version = command_run(
+            self,
+            kind=ModelKind.CHAT_LM,
+            parameters=parameters,
+            activate=options["activate"],
+            no_progress=options["no_progress"],
+            failure=lambda run: f"\n{run.log[-3000:]}",
+        )
         metrics = version.metrics
         figures = ", ".join(
             f"{label} {metrics[key]:.3f}" if isinstance(metrics.get(key), float) else f"{label} —"

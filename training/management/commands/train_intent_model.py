@@ -1,13 +1,9 @@
 """`manage.py train_intent_model`: the intent pipelines trained and compared here, with a progress bar, as a run."""
 
-from django.core.management.base import BaseCommand, CommandError
-from transformers.utils import logging as hf_logging
+from django.core.management.base import BaseCommand
 
-from training.management.progress import run_progress_bar
-from training.models import ModelKind, TrainingRun
-from training.services.intent_model import IntentParameters
-from training.services.registry import model_version_activate
-from training.services.runs import TrainingRunError, training_run_here
+from training.management.run_here import command_run
+from training.models import ModelKind
 
 
 class Command(BaseCommand):
@@ -20,6 +16,9 @@ class Command(BaseCommand):
             help="Comma-separated: tfidf, embedding, finetuned, ensemble.",
         )
         parser.add_argument("--epochs", type=float, default=None, help="Fine-tuning epochs.")
+        parser.add_argument(
+            "--objective", choices=["classification", "contrastive"], default=None, help="Fine-tuning loss."
+        )
         parser.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation of the best pipeline.")
         parser.add_argument("--encoder", default="", help="A local sentence-encoder folder (default all-MiniLM-L6-v2).")
         parser.add_argument("--seed", type=int, default=0)
@@ -35,24 +34,16 @@ class Command(BaseCommand):
         }
         if options["epochs"] is not None:
             parameters["epochs"] = options["epochs"]
-        try:
-            IntentParameters.from_parameters(parameters)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        hf_logging.disable_progress_bar()
-        bar, observe = run_progress_bar(self, disable=options["no_progress"])
-
-        try:
-            run = training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None, observer=observe)
-        except TrainingRunError as exc:
-            raise CommandError(str(exc)) from None
-        finally:
-            bar.close()
-        version = run.model_versions.order_by("-id").first()
-        if run.status != TrainingRun.Status.SUCCEEDED or version is None:
-            raise CommandError(f"Training run {run.pk} ended {run.status}: {run.log.strip().splitlines()[-1]}")
-        if options["activate"]:
-            version = model_version_activate(version_id=version.pk, user_id=None)
+        if options["objective"] is not None:
+            parameters["objective"] = options["objective"]
+        run, version = command_run(
+            self,
+            kind=ModelKind.INTENT,
+            parameters=parameters,
+            activate=options["activate"],
+            no_progress=options["no_progress"],
+            failure=lambda run: f" {run.log.strip().splitlines()[-1]}",
+        )
         self.stdout.write(f"Training run {run.pk}: model version {version.pk} {version.name} ({version.status})")
         for name, row in version.metrics["pipelines"].items():
             figures = ", ".join(
