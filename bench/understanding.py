@@ -98,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recognizer = recognizer_get()
     recognizer.refresh(force=True)
-    model = recognizer._model
+    model = recognizer.model
     if model is None:
         raise SystemExit("no intent model is active: train one with manage.py train_intent_model --activate")
     texts = messages(args.messages, args.seed)

@@ -28,6 +28,9 @@ from .models import Content
 
 logger = logging.getLogger(__name__)
 
+# Contractions are words too ("what's new" asks for nothing by name), with either apostrophe.
+_CONTRACTIONS = """what's that's there's here's it's who's where's how's let's i'm i'd i'll i've you're you've
+    we're they're don't doesn't didn't can't isn't aren't won't wasn't""".split()
 STOPWORDS = frozenset(
     """a about above after again all am an and any are as at be because been before being below between both but
     by can could did do does doing down during each few for from further had has have having he her here hers
@@ -36,11 +39,9 @@ STOPWORDS = frozenset(
     too under until up very was we were what when where which while who whom why will with would you your
     anything something show tell find give want looking look read watch listen recommend recommendation please
     new latest recent any some me hi hello thanks thank""".split()
+    + _CONTRACTIONS
+    + [w.replace("'", "\u2019") for w in _CONTRACTIONS]
 )
-# Contractions are words too ("what's new" asks for nothing by name), with either apostrophe.
-CONTRACTIONS = """what's that's there's here's it's who's where's how's let's i'm i'd i'll i've you're you've
-    we're they're don't doesn't didn't can't isn't aren't won't wasn't""".split()
-STOPWORDS = STOPWORDS | frozenset(CONTRACTIONS) | frozenset(w.replace("'", "\u2019") for w in CONTRACTIONS)
 FIELD_WEIGHTS = {"title": 3.0, "tags": 2.5, "summary": 1.5, "body": 0.5}
 MAX_CANDIDATES = 400
 WORD_RE = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*", re.UNICODE)  # apostrophes and hyphens inside a word

@@ -71,6 +71,11 @@ class Recognizer:
         self._failed: tuple[int, str] | None = None
 
     @property
+    def model(self):
+        """The intent model loaded (training.pipelines.intents.IntentModel), or None: rules only."""
+        return self._model
+
+    @property
     def model_version_id(self) -> int | None:
         return self._version[0] if self._version is not None and self._model is not None else None
 

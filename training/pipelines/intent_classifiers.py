@@ -50,9 +50,9 @@ class IntentConfig:
         unknown = [p for p in self.pipelines if p not in PIPELINES]
         if unknown or not self.pipelines:
             raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+        resolved = enc.inference_dtype_name(self.inference_dtype)  # refuses an unknown name
         if self.inference_dtype == "auto":
-            self.inference_dtype = enc.inference_dtype_name("auto")
-        enc.inference_dtype_name(self.inference_dtype)  # refuses an unknown name
+            self.inference_dtype = resolved
 
 
 def _clip(texts: Sequence[str]) -> list[str]:

