@@ -30,10 +30,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         parameters = {"preset": options["preset"], "seed": options["seed"]}
-        if options["dialogues"] is not None:
-            parameters["dialogues"] = options["dialogues"]
-        if options["heldout"] is not None:
-            parameters["heldout"] = options["heldout"]
+        parameters |= {k: options[k] for k in ("dialogues", "heldout") if options[k] is not None}
         run, version = command_run(
             self,
             kind=ModelKind.CHAT_LM,

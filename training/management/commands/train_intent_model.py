@@ -32,10 +32,7 @@ class Command(BaseCommand):
             "encoder": options["encoder"],
             "seed": options["seed"],
         }
-        if options["epochs"] is not None:
-            parameters["epochs"] = options["epochs"]
-        if options["objective"] is not None:
-            parameters["objective"] = options["objective"]
+        parameters |= {k: options[k] for k in ("epochs", "objective") if options[k] is not None}
         run, version = command_run(
             self,
             kind=ModelKind.INTENT,
