@@ -2,13 +2,16 @@
 
 ORM work runs off the loop through `database_sync_to_async`, which closes stale connections around
 every call (the Channels guidance for long-lived consumers). The reader is resolved once, on connect.
-Messages and reply endings go through the loop's group commit (mediachat/groupcommit.py): stored
-before the `ack`, in one transaction with other sockets' writes. A reply streams from an asyncio task,
-so `stop`, a new message or a disconnect can cancel it; whoever cancels it stores what was streamed
-as `interrupted`.
+Messages, reply rows and reply endings go through the loop's group commit (mediachat/groupcommit.py):
+a message is stored before its `ack`, in one transaction with other sockets' writes. A reply streams
+from an asyncio task, so `stop`, a new message or a disconnect can cancel it; whoever cancels it
+stores what was streamed as `interrupted`. A message that comes within `REPLY_BURST_MS` of the
+socket's previous one waits that long before its reply starts: a newer message supersedes it, and
+only a burst's last message is answered (its reply row is created when it starts).
 """
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from .engine.decoding import DecodingError, DecodingParams
 from .groupcommit import group_commit
 from .models import Message, MessageFeedback
 from .selectors import decoding_for_request
-from .services import ChatError, IncomingMessage, ReplyEnding, feedback_set, messages_after
+from .services import ChatError, IncomingMessage, ReplyEnding, ReplyStart, feedback_set, messages_after
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +64,16 @@ HISTORY_KEPT = 20
 
 @dataclass
 class ReplyStream:
-    reply_id: int
     reply_to: int
     conversation_id: int
     started: float  # monotonic time the reader's frame arrived
+    reply_id: int | None = None  # its row's id, once the reply has started
+    starting: asyncio.Future | None = None  # the row's creation, while it is under way
     pieces: list[str] = field(default_factory=list)
     first_token_ms: int | None = None
     finished: bool = False  # someone has taken charge of storing the ending
-    task: asyncio.Task | None = None
+    task: asyncio.Task | None = None  # None while it waits out a burst
+    timer: asyncio.TimerHandle | None = None  # what starts the task after a burst
     generation: Generation | None = None
 
     def elapsed_ms(self) -> int:
@@ -150,6 +155,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     stream: ReplyStream | None = None
     conversation: ConversationState | None = None
     closed: bool = False
+    last_message_at: float = float("-inf")  # monotonic arrival of the socket's latest new message
 
     async def dispatch(self, message: dict) -> None:
         # AsyncConsumer.dispatch hops to the sync thread before every event to close its stale database
@@ -221,6 +227,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         decoding = await self.decoding_for(command.decoding) if command.decoding else None
         # The reply streaming now is interrupted first; its ending and this message are written in the
         # same group commit as a rule, and its `done` still goes out before this message's `ack`.
+        self.supersede()
         interrupting = asyncio.ensure_future(self.interrupt()) if self.stream is not None else None
         try:
             received = await group_commit().receive(
@@ -229,8 +236,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     text=command.text,
                     client_id=command.client_id,
                     conversation_id=command.conversation_id,
-                    reply_engine=self.engine.name,
-                    reply_model_version_id=self.engine.model_version_id,
                 )
             )
         finally:
@@ -244,14 +249,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id=message.conversation_id,
             duplicate=not received.created,
         )
-        if received.reply is None:
+        if not received.created:  # a resend: answered the first time
             return
-        stream = ReplyStream(
-            reply_id=received.reply.id,
-            reply_to=message.id,
-            conversation_id=message.conversation_id,
-            started=received_at,
-        )
+        burst_s = float(settings.MEDIACHAT["REPLY_BURST_MS"]) / 1000
+        wait_s = burst_s if received_at - self.last_message_at < burst_s else 0.0
+        self.last_message_at = received_at
+        stream = ReplyStream(reply_to=message.id, conversation_id=message.conversation_id, started=received_at)
         self.stream = stream
         question = Turn(role="user", text=message.text)
         state = self.conversation
@@ -262,7 +265,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif command.conversation_id is None:  # a conversation this message starts
             history = ()
             self.conversation = ConversationState(message.conversation_id, [question])
-        stream.task = asyncio.create_task(self.run_reply(stream, message.text, decoding, history))
+        launch = functools.partial(self.launch, stream, message.text, decoding, history)
+        if wait_s:
+            stream.timer = asyncio.get_running_loop().call_later(wait_s, launch)
+        else:
+            launch()
+
+    def launch(
+        self, stream: ReplyStream, text: str, decoding: DecodingParams | None, history: tuple[Turn, ...] | None
+    ) -> None:
+        if self.stream is stream and not self.closed:
+            stream.task = asyncio.create_task(self.run_reply(stream, text, decoding, history))
+
+    def supersede(self) -> None:
+        """Drop the reply that waits out a burst: nothing of it was stored or sent."""
+        stream = self.stream
+        if stream is not None and stream.task is None:
+            if stream.timer is not None:
+                stream.timer.cancel()
+            self.stream = None
 
     async def decoding_for(self, override: dict) -> DecodingParams | None:
         try:
@@ -278,9 +299,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation = ConversationState(stream.conversation_id, [*turns, Turn(role="user", text=question)])
         return turns
 
+    async def start_reply(self, stream: ReplyStream) -> bool:
+        """The reply's row; False when it could not be stored (the reader is told)."""
+        # Shielded: a cancellation does not lose a row that is being written; `interrupt` awaits it instead.
+        stream.starting = asyncio.ensure_future(
+            group_commit().start(
+                ReplyStart(
+                    question_id=stream.reply_to,
+                    conversation_id=stream.conversation_id,
+                    engine=self.engine.name,
+                    model_version_id=self.engine.model_version_id,
+                )
+            )
+        )
+        try:
+            reply = await asyncio.shield(stream.starting)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the reply to message %s could not be stored", stream.reply_to)
+            stream.finished = True
+            await self.send_error("internal_error", "The server failed to start this reply; send it again.")
+            return False
+        stream.reply_id = reply.id
+        return True
+
     async def run_reply(
-        self, stream: ReplyStream, text: str, decoding: DecodingParams | None, history: tuple[Turn, ...] | None
+        self,
+        stream: ReplyStream,
+        text: str,
+        decoding: DecodingParams | None,
+        history: tuple[Turn, ...] | None,
     ) -> None:
+        if not await self.start_reply(stream):
+            return
         try:
             if history is None:
                 history = await self.history_for(stream, text)
@@ -334,6 +386,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def interrupt(self) -> None:
         """Stop the reply streaming now, if any, and store it as `interrupted` with what was streamed."""
+        self.supersede()
         stream, self.stream = self.stream, None
         if stream is None or stream.task is None:
             return
@@ -342,6 +395,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         stream.finished = True
         stream.task.cancel()
+        if stream.reply_id is None:  # its row is being written, or could not be
+            if stream.starting is None:
+                await asyncio.wait([stream.task])
+                return
+            try:
+                stream.reply_id = (await asyncio.shield(stream.starting)).id
+            except Exception:  # reported by the reply's task
+                await asyncio.wait([stream.task])
+                return
         await self.finish(stream, Message.Status.INTERRUPTED)
         await asyncio.wait([stream.task])
 

@@ -9,38 +9,51 @@ statements per batch instead of a dozen per message.
 import asyncio
 import logging
 import weakref
+from dataclasses import dataclass, field
 
 from .keptdb import kept
+from .models import Message
 from .services import (
     ChatError,
     IncomingMessage,
     ReceivedMessage,
     ReplyEnding,
+    ReplyStart,
     messages_receive_many,
     replies_finish_many,
+    replies_start_many,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def _write(
-    incoming: list[IncomingMessage], endings: list[ReplyEnding]
-) -> tuple[list[ReceivedMessage | ChatError], BaseException | None]:
+@dataclass
+class Flushed:
+    received: list[ReceivedMessage | ChatError]
+    ending_error: BaseException | None = None
+    started: list[Message] | BaseException = field(default_factory=list)
+
+
+def _write(incoming: list[IncomingMessage], endings: list[ReplyEnding], starts: list[ReplyStart]) -> Flushed:
     """One flush: endings first (a reply interrupted by a new message ends before that message is stored)."""
-    ending_error = None
+    flushed = Flushed(received=[])
     try:
         replies_finish_many(endings=endings)
     except Exception as exc:  # reported to the sockets that wait on these endings
-        ending_error = exc
-    return messages_receive_many(incoming=incoming), ending_error
+        flushed.ending_error = exc
+    flushed.received = messages_receive_many(incoming=incoming)
+    try:
+        flushed.started = replies_start_many(starts=starts)
+    except Exception as exc:  # reported to the sockets that wait on these starts
+        flushed.started = exc
+    return flushed
 
 
-async def write(
-    incoming: list[IncomingMessage], endings: list[ReplyEnding]
-) -> tuple[list[ReceivedMessage | ChatError], BaseException | None]:
-    # On a thread that keeps its connection (keptdb): both writes may be repeated after a dropped
-    # connection (endings are UPDATEs, messages are matched on client_id).
-    return await kept(_write)(incoming, endings)
+async def write(incoming: list[IncomingMessage], endings: list[ReplyEnding], starts: list[ReplyStart]) -> Flushed:
+    # On a thread that keeps its connection (keptdb), which runs it once more after a dropped connection:
+    # endings are UPDATEs and messages are matched on client_id, so both may be repeated; a start repeated
+    # after its COMMIT was lost in transit leaves one spare streaming row, which nothing streams to.
+    return await kept(_write)(incoming, endings, starts)
 
 
 class GroupCommit:
@@ -53,6 +66,7 @@ class GroupCommit:
     def __init__(self) -> None:
         self.incoming: list[tuple[IncomingMessage, asyncio.Future]] = []
         self.endings: list[tuple[ReplyEnding, asyncio.Future]] = []
+        self.starts: list[tuple[ReplyStart, asyncio.Future]] = []
         self.flushers: set[asyncio.Task] = set()
 
     async def receive(self, item: IncomingMessage) -> ReceivedMessage:
@@ -72,6 +86,13 @@ class GroupCommit:
         self._kick()
         await future
 
+    async def start(self, start: ReplyStart) -> Message:
+        """Create a reply's streaming row; its id names the reply's tokens."""
+        future = asyncio.get_running_loop().create_future()
+        self.starts.append((start, future))
+        self._kick()
+        return await future
+
     def _kick(self) -> None:
         if len(self.flushers) < self.lanes:
             task = asyncio.get_running_loop().create_task(self._flush())
@@ -79,27 +100,39 @@ class GroupCommit:
             task.add_done_callback(self.flushers.discard)
 
     async def _flush(self) -> None:
-        while self.incoming or self.endings:
+        while self.incoming or self.endings or self.starts:
             incoming, self.incoming = self.incoming, []
             endings, self.endings = self.endings, []
+            starts, self.starts = self.starts, []
             try:
-                results, ending_error = await write([item for item, _ in incoming], [ending for ending, _ in endings])
+                flushed = await write(
+                    [item for item, _ in incoming], [ending for ending, _ in endings], [start for start, _ in starts]
+                )
             except Exception as exc:
-                logger.exception("group commit of %d messages, %d endings failed", len(incoming), len(endings))
-                for _, future in incoming + endings:
+                logger.exception(
+                    "group commit of %d messages, %d endings, %d starts failed",
+                    len(incoming),
+                    len(endings),
+                    len(starts),
+                )
+                for _, future in incoming + endings + starts:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(incoming, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-            for _, future in endings:
-                if future.done():
-                    continue
-                if ending_error is not None:
-                    future.set_exception(ending_error)
-                else:
-                    future.set_result(None)
+            _settle(incoming, flushed.received)
+            _settle(endings, flushed.ending_error or [None] * len(endings))
+            _settle(starts, flushed.started)
+
+
+def _settle(waiting: list[tuple[object, asyncio.Future]], outcome: list | BaseException) -> None:
+    """Each waiting future gets its item's result, or all of them the batch's exception."""
+    for n, (_, future) in enumerate(waiting):
+        if future.done():  # its socket gave up waiting
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome[n])
 
 
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit]" = weakref.WeakKeyDictionary()

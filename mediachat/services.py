@@ -4,11 +4,14 @@ Every function validates with the `check_*` helpers first, so the websocket and 
 the same bad input with the same codes, and nothing invalid reaches the database.
 """
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -201,15 +204,22 @@ class IncomingMessage:
     text: str
     client_id: str = ""
     conversation_id: int | None = None  # None starts a new conversation
-    reply_engine: str = ""  # the engine that will write the reply, stored on the reply row
-    reply_model_version_id: int | None = None
 
 
 @dataclass(frozen=True)
 class ReceivedMessage:
     message: Message
-    created: bool  # False for a resend of a stored client_id: no reply row then
-    reply: Message | None = None  # the reply row, streaming, when `created`
+    created: bool  # False for a resend of a stored client_id: it is answered no second time
+
+
+@dataclass(frozen=True)
+class ReplyStart:
+    """A reply about to stream: its row is created as reply_start would."""
+
+    question_id: int
+    conversation_id: int
+    engine: str = ""  # the engine that will write it
+    model_version_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,17 +243,17 @@ class ReplyEnding:
     understanding: dict | None = None
 
 
-def _owns(reader: ReaderRef, conversation: Conversation) -> bool:
+def _owned_by(reader: ReaderRef, user_id: int | None, session_key: str) -> bool:
+    """Whether a conversation with these owner fields is `reader`'s."""
     if reader.user_id is not None:
-        return conversation.user_id == reader.user_id
-    return conversation.user_id is None and conversation.session_key == reader.session_key
+        return user_id == reader.user_id
+    return user_id is None and session_key == reader.session_key
 
 
 def messages_receive_many(*, incoming: Sequence[IncomingMessage]) -> list[ReceivedMessage | ChatError]:
-    """Persist readers' messages and a streaming reply row for each new one, in one transaction.
+    """Persist readers' messages in one transaction.
 
-    Item by item the result is what message_receive and reply_start give, or the ChatError that
-    message_receive raises. A `client_id` is also matched when its message is resent without the
+    Item by item the result is what message_receive gives, or the ChatError that it raises. A `client_id` is also matched when its message is resent without the
     conversation it started (the client never learnt its id), across that reader's conversations.
     """
     results: list[ReceivedMessage | ChatError | None] = [None] * len(incoming)
@@ -263,30 +273,48 @@ def messages_receive_many(*, incoming: Sequence[IncomingMessage]) -> list[Receiv
             continue
         checked.append((i, item, text, client_id))
     try:
+        # Optimistic: a client_id is new unless the unique index says otherwise, so the usual batch costs no
+        # lookup of stored client_ids (the lookup for a conversation's first message stays: no index covers it).
         with transaction.atomic():
-            _receive_checked(checked, results)
+            _receive_checked(checked, results, resends=False)
     except IntegrityError:
-        # A client_id raced in from another process. Alone, a retry finds it stored; else one by one.
-        if len(checked) == 1:
+        # A resend, or a client_id raced in from another process: the batch again, matched against what
+        # is stored. Should that race too: alone, a retry finds it stored; else one by one.
+        try:
             with transaction.atomic():
-                _receive_checked(checked, results)
-        else:
-            for i, item, _, _ in checked:
-                results[i] = messages_receive_many(incoming=[item])[0]
+                _receive_checked(checked, results, resends=True)
+        except IntegrityError:
+            if len(checked) == 1:
+                with transaction.atomic():
+                    _receive_checked(checked, results, resends=True)
+            else:
+                for i, item, _, _ in checked:
+                    results[i] = messages_receive_many(incoming=[item])[0]
     return results  # type: ignore[return-value]
 
 
 def _receive_checked(
-    checked: list[tuple[int, IncomingMessage, str, str]], results: list[ReceivedMessage | ChatError | None]
+    checked: list[tuple[int, IncomingMessage, str, str]],
+    results: list[ReceivedMessage | ChatError | None],
+    *,
+    resends: bool,
 ) -> None:
+    """Store `checked` in the open transaction, setting each one's result; `resends` looks stored client_ids up first."""
     conversation_ids = {item.conversation_id for _, item, _, _ in checked if item.conversation_id is not None}
-    conversations = {c.pk: c for c in Conversation.objects.filter(pk__in=conversation_ids)}
+    conversation_owners = {
+        pk: (user_id, session_key)
+        for pk, user_id, session_key in Conversation.objects.filter(pk__in=conversation_ids).values_list(
+            "pk", "user_id", "session_key"
+        )
+    }
     client_ids = {client_id for _, _, _, client_id in checked if client_id}
     stored: dict[tuple[int, str], Message] = {}
     first_messages: dict[tuple[int | None, str, str], Message] = {}
     if client_ids:
-        for message in Message.objects.filter(conversation_id__in=conversation_ids, client_id__in=client_ids):
-            stored[(message.conversation_id, message.client_id)] = message
+        if resends:
+            found = Message.objects.filter(conversation_id__in=conversation_ids, client_id__in=client_ids)
+            for message in found.exclude(client_id=""):  # the unique index's own condition: it can be used
+                stored[(message.conversation_id, message.client_id)] = message
         resent = [
             (item.reader, client_id) for _, item, _, client_id in checked if client_id and not item.conversation_id
         ]
@@ -313,47 +341,54 @@ def _receive_checked(
                 continue
             conversation = Conversation(title=text[:80], **reader.owner_fields())
             new_conversations.append(conversation)
+            message = Message(conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id)
+            if client_id:
+                claimed[("first", *owner_key)] = message
         else:
-            conversation = conversations.get(item.conversation_id)
-            if conversation is None or not _owns(reader, conversation):
-                results[i] = ChatError("not_found", f"No conversation {item.conversation_id} for this reader.")
+            conversation_id = item.conversation_id
+            owner = conversation_owners.get(conversation_id)
+            if owner is None or not _owned_by(reader, *owner):
+                results[i] = ChatError("not_found", f"No conversation {conversation_id} for this reader.")
                 continue
-            duplicate = stored.get((conversation.pk, client_id)) or claimed.get((conversation.pk, client_id))
+            duplicate = stored.get((conversation_id, client_id)) or claimed.get((conversation_id, client_id))
             if client_id and duplicate is not None:
                 results[i] = ReceivedMessage(message=duplicate, created=False)
                 continue
-        message = Message(conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id)
-        if client_id:
-            if item.conversation_id is None:
-                claimed[("first", reader.user_id, "" if reader.user_id else reader.session_key, client_id)] = message
-            else:
-                claimed[(conversation.pk, client_id)] = message
+            message = Message(conversation_id=conversation_id, role=Message.Role.USER, text=text, client_id=client_id)
+            if client_id:
+                claimed[(conversation_id, client_id)] = message
         pending.append((i, item, message))
 
     if new_conversations:
         Conversation.objects.bulk_create(new_conversations)
     if not pending:
         return
-    for _, _, message in pending:
-        message.conversation_id = message.conversation.pk
-    Message.objects.bulk_create([message for _, _, message in pending])
-    replies = [
-        Message(
-            conversation_id=message.conversation_id,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            reply_to=message,
-            engine=item.reply_engine,
-            model_version_id=item.reply_model_version_id,
-        )
-        for _, item, message in pending
-    ]
-    Message.objects.bulk_create(replies)
+    for _, item, message in pending:
+        if item.conversation_id is None:
+            message.conversation_id = message.conversation.pk
+    _insert_rows([message for _, _, message in pending])
     touched = {message.conversation_id for _, item, message in pending if item.conversation_id is not None}
     if touched:
-        Conversation.objects.filter(pk__in=touched).update(updated_at=timezone.now())
-    for (i, _, message), reply in zip(pending, replies, strict=True):
-        results[i] = ReceivedMessage(message=message, created=True, reply=reply)
+        _touch_conversations(touched)
+    for i, _, message in pending:
+        results[i] = ReceivedMessage(message=message, created=True)
+
+
+def replies_start_many(*, starts: Sequence[ReplyStart]) -> list[Message]:
+    """The streaming reply rows of `starts`, created in one statement, in order."""
+    replies = [
+        Message(
+            conversation_id=start.conversation_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            reply_to_id=start.question_id,
+            engine=start.engine,
+            model_version_id=start.model_version_id,
+        )
+        for start in starts
+    ]
+    _insert_rows(replies)
+    return replies
 
 
 REPLY_ENDING_FIELDS = [
@@ -401,6 +436,63 @@ def _update_rows(rows: Sequence[Message], field_names: Sequence[str]) -> None:
     params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def _insert_rows(rows: Sequence[Message]) -> None:
+    """INSERT unsaved `rows` and set their primary keys, as bulk_create does.
+
+    On PostgreSQL the rows travel as one JSON parameter of a statement that stays the same whatever
+    their number. QuerySet.bulk_create passes every column as an array, which psycopg quotes on the
+    client value by value: on the chat hot path that cost about 0.15 ms of the web process's CPU per row,
+    a quarter of a message's. Ids come back in the order of the rows, as bulk_create relies on too.
+    """
+    if not rows:
+        return
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        Message.objects.bulk_create(rows)
+        return
+    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    records = [{f.column: _json_value(f.pre_save(row, True)) for f in fields} for row in rows]
+    sql = _json_insert_sql(connection.alias)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(records)])
+        ids = [pk for (pk,) in cursor.fetchall()]
+    for row, pk in zip(rows, ids, strict=True):
+        row.pk = pk
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+@functools.cache
+def _json_insert_sql(alias: str) -> str:
+    connection = connections[alias]
+    meta = Message._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {columns} "  # noqa: S608 (names from the model)
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) RETURNING {quote(meta.pk.column)}"
+    )
+
+
+def _touch_conversations(ids: Iterable[int]) -> None:
+    """Set `updated_at` of conversations `ids` to now: QuerySet.update() as plain SQL (a tenth of its CPU)."""
+    ids = list(ids)
+    connection = transaction.get_connection()
+    field = Conversation._meta.get_field("updated_at")
+    quote = connection.ops.quote_name
+    table, pk = quote(Conversation._meta.db_table), quote(Conversation._meta.pk.column)
+    marks = ", ".join(["%s"] * len(ids))
+    sql = f"UPDATE {table} SET {quote(field.column)} = %s WHERE {pk} IN ({marks})"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [field.get_db_prep_save(timezone.now(), connection), *ids])
+
+
+def _json_value(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def replies_finish_many(*, endings: Sequence[ReplyEnding]) -> None:

@@ -288,6 +288,7 @@
     }
     noteSeen(event.message_id);
     if (!event.duplicate) {
+      dropUnstarted(); // a new message supersedes those whose reply has not started (docs/protocol.md)
       state.pendingReplies.add(event.message_id);
       showTyping(event.message_id);
     }
@@ -510,6 +511,14 @@
     keepScrolled(() => ui.log.appendChild(el));
   }
 
+  /** Forget the replies that have not started: a new message or `stop` cancels them without a `done`. */
+  function dropUnstarted() {
+    for (const questionId of [...state.typing.keys()]) {
+      removeTyping(questionId);
+      state.pendingReplies.delete(questionId);
+    }
+  }
+
   function removeTyping(questionId) {
     const el = state.typing.get(questionId);
     if (el) el.remove();
@@ -524,7 +533,7 @@
       return el;
     }
     let key = replyTo;
-    if (key === null || !state.typing.has(key)) key = state.typing.keys().next().value ?? null;
+    if (key === null) key = state.typing.keys().next().value ?? null; // a token: the reply being written
     if (key !== null && state.typing.has(key)) {
       el = state.typing.get(key);
       state.typing.delete(key);
@@ -847,7 +856,11 @@
     }
   });
   ui.input.addEventListener("input", updateComposer);
-  ui.stop.addEventListener("click", () => send({ type: "stop" }));
+  ui.stop.addEventListener("click", () => {
+    send({ type: "stop" });
+    dropUnstarted(); // a reply that has started answers with its `done`
+    updateStop();
+  });
   ui.newConversation.addEventListener("click", newConversation);
   for (const suggestion of document.querySelectorAll(".suggestion")) {
     suggestion.addEventListener("click", () => {

@@ -14,9 +14,11 @@ from mediachat.services import (
     IncomingMessage,
     ReceivedMessage,
     ReplyEnding,
+    ReplyStart,
     message_receive,
     messages_receive_many,
     replies_finish_many,
+    replies_start_many,
     reply_finish,
     reply_start,
 )
@@ -43,7 +45,7 @@ def test_a_batch_gives_each_item_what_message_receive_would():
         IncomingMessage(reader=alice, text="twice", client_id="a-2", conversation_id=conversation.pk),
         IncomingMessage(reader=alice, text="twice", client_id="a-2", conversation_id=conversation.pk),
         IncomingMessage(reader=alice, text="first", client_id="a-0"),  # a resent first message
-        IncomingMessage(reader=alice, text="new topic", client_id="a-9", reply_engine="retrieval"),
+        IncomingMessage(reader=alice, text="new topic", client_id="a-9"),
         IncomingMessage(reader=alice, text="no id", conversation_id=conversation.pk),
         IncomingMessage(reader=alice, text="not mine", client_id="a-3", conversation_id=bobs.conversation_id),
         IncomingMessage(reader=alice, text="gone", conversation_id=987654),
@@ -57,18 +59,13 @@ def test_a_batch_gives_each_item_what_message_receive_would():
 
     created = [r for r in results if isinstance(r, ReceivedMessage) and r.created]
     assert [r.message.text for r in created] == ["climate", "twice", "new topic", "no id", "bob's"]
-    for result, item in ((r, i) for r, i in zip(results, incoming, strict=True) if isinstance(r, ReceivedMessage)):
-        if result.created:
-            reply = Message.objects.get(pk=result.reply.pk)
-            assert (reply.role, reply.status, reply.reply_to_id, reply.text) == (
-                "assistant",
-                "streaming",
-                result.message.pk,
-                "",
-            )
-            assert reply.engine == item.reply_engine and reply.conversation_id == result.message.conversation_id
-        else:
-            assert result.reply is None
+    for result in created:
+        stored_row = Message.objects.get(pk=result.message.pk)
+        assert (stored_row.role, stored_row.text, stored_row.conversation_id) == (
+            "user",
+            result.message.text,
+            result.message.conversation_id,
+        )
     assert results[1].created is False and results[1].message.pk == stored.pk
     assert results[3].created is False and results[3].message.pk == results[2].message.pk
     assert results[4].created is False and results[4].message.pk == stored.pk
@@ -77,9 +74,25 @@ def test_a_batch_gives_each_item_what_message_receive_would():
     codes = [r.code for r in results if isinstance(r, ChatError)]
     assert codes == ["not_found", "not_found", "empty_text", "text_too_long", "invalid_text", "no_reader"]
     assert Conversation.objects.get(pk=conversation.pk).updated_at > before
-    # Nothing else was written: one reply per created message, no message for a refused one.
+    # Nothing else was written: no message for a refused one, and no reply row before a reply starts.
     assert Message.objects.filter(role="user").count() == 2 + 5
-    assert Message.objects.filter(role="assistant").count() == 5
+    assert not Message.objects.filter(role="assistant").exists()
+
+    replies = replies_start_many(
+        starts=[
+            ReplyStart(question_id=r.message.pk, conversation_id=r.message.conversation_id, engine="retrieval")
+            for r in created
+        ]
+    )
+    for reply, result in zip(replies, created, strict=True):
+        stored_reply = Message.objects.get(pk=reply.pk)
+        assert (stored_reply.role, stored_reply.status, stored_reply.reply_to_id, stored_reply.text) == (
+            "assistant",
+            "streaming",
+            result.message.pk,
+            "",
+        )
+        assert (stored_reply.engine, stored_reply.conversation_id) == ("retrieval", result.message.conversation_id)
 
 
 @pytest.mark.django_db
@@ -87,27 +100,39 @@ def test_batch_and_single_services_store_the_same_rows():
     reader = anonymous()
     single, _ = message_receive(reader=reader, text=" Same text ", client_id="s-1")
     single_reply = reply_start(question=single, engine="retrieval")
-    [batched] = messages_receive_many(
-        incoming=[IncomingMessage(reader=reader, text=" Same text ", client_id="s-2", reply_engine="retrieval")]
+    [batched] = messages_receive_many(incoming=[IncomingMessage(reader=reader, text=" Same text ", client_id="s-2")])
+    [batched_reply] = replies_start_many(
+        starts=[
+            ReplyStart(
+                question_id=batched.message.pk, conversation_id=batched.message.conversation_id, engine="retrieval"
+            )
+        ]
     )
-    fields = ["role", "text", "status", "reply_to_id", "engine", "model_version_id", "intent", "entities", "decoding"]
+    fields = ["role", "text", "status", "engine", "model_version_id", "intent", "entities", "decoding", "confidence"]
+    fields += ["intent_source", "intent_model_version_id", "prompt_tokens", "completion_tokens", "latency_ms"]
 
     def row(message: Message) -> dict:
         message.refresh_from_db()
-        return {f: getattr(message, f) for f in fields if f != "reply_to_id"}
+        return {f: getattr(message, f) for f in fields}
 
     assert row(single) == row(batched.message)
-    assert row(single_reply) == row(batched.reply)
+    assert row(single_reply) == row(batched_reply)
+    assert (batched_reply.reply_to_id, batched.message.client_id) == (batched.message.pk, "s-2")
+    # created_at as the database stores it, set on the way in as auto_now_add does
+    assert abs((batched.message.created_at - single.created_at).total_seconds()) < 5
+    assert Message.objects.get(pk=batched.message.pk).created_at == batched.message.created_at
 
 
 @pytest.mark.django_db
 def test_many_endings_are_stored_as_reply_finish_would():
     contents = seed_catalog()
     reader = anonymous()
-    replies = [
-        r.reply
-        for r in messages_receive_many(incoming=[IncomingMessage(reader=reader, text=f"q{i}") for i in range(3)])
-    ]
+    replies = replies_start_many(
+        starts=[
+            ReplyStart(question_id=r.message.pk, conversation_id=r.message.conversation_id)
+            for r in messages_receive_many(incoming=[IncomingMessage(reader=reader, text=f"q{i}") for i in range(3)])
+        ]
+    )
     reference, _ = message_receive(reader=reader, text="reference")
     reference_reply = reply_start(question=reference, engine="")
     ending = {
@@ -170,8 +195,15 @@ async def test_concurrent_receives_are_all_stored_and_a_racing_resend_is_named()
         lambda: sorted(Message.objects.filter(role="user", created_at__gte=started).values_list("text", flat=True))
     )()
     assert stored == sorted(f"hello {i}" for i in range(20))
+    replies = await asyncio.gather(
+        *(
+            writer.start(ReplyStart(question_id=r.message.pk, conversation_id=r.message.conversation_id))
+            for r in results[:20]
+        )
+    )
+    assert [reply.reply_to_id for reply in replies] == [r.message.pk for r in results[:20]]
     await asyncio.gather(
-        *(writer.finish(ReplyEnding(message_id=r.reply.pk, text="ok", status="complete")) for r in results[:20])
+        *(writer.finish(ReplyEnding(message_id=reply.pk, text="ok", status="complete")) for reply in replies)
     )
     statuses = await database_sync_to_async(
         lambda: set(Message.objects.filter(role="assistant").values_list("status", flat=True))

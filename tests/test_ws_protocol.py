@@ -299,6 +299,57 @@ async def test_new_message_interrupts_the_streaming_reply_first(catalog, session
     await socket.disconnect()
 
 
+async def test_a_burst_is_answered_once_by_a_reply_to_its_last_message(catalog, session_key, chat_settings):
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "STREAM_DELAY_MS": 40, "REPLY_BURST_MS": 1500}
+    socket = await open_socket(session_key)
+    first = await send_message(socket, "climate")  # the socket's first message: answered at once
+    await next_event(socket, "token")
+    conversation = first["conversation_id"]
+    await socket.send_json_to({"type": "message", "text": "jazz", "conversation_id": conversation})
+    done, _ = await next_event(socket, "done")
+    assert done["reply_to"] == first["message_id"] and done["status"] == "interrupted"
+    second, _ = await next_event(socket, "ack")
+    third = await send_message(socket, "the ocean", conversation_id=conversation)
+    # The burst's replies wait; the third message supersedes the second, which gets nothing.
+    assert await socket.receive_nothing(timeout=0.8)
+    done, events = await next_event(socket, "done")
+    assert done["reply_to"] == third["message_id"] and done["status"] == "complete"
+    assert {e["message_id"] for e in events} == {done["message_id"]}
+    assert "on ocean" in done["text"]  # it answers the last message
+
+    replies = await database_sync_to_async(
+        lambda: list(Message.objects.filter(role="assistant").order_by("id").values_list("reply_to_id", "status"))
+    )()
+    assert replies == [(first["message_id"], "interrupted"), (third["message_id"], "complete")]
+    await socket.send_json_to({"type": "history", "conversation_id": conversation, "after_id": 0})
+    history, _ = await next_event(socket, "history")
+    assert [(m["role"], m["reply_to"]) for m in history["messages"]] == [
+        ("user", None),
+        ("assistant", first["message_id"]),
+        ("user", None),
+        ("user", None),
+        ("assistant", third["message_id"]),
+    ]
+    assert history["messages"][2]["id"] == second["message_id"]
+    await socket.disconnect()
+
+
+async def test_stop_cancels_a_reply_waiting_out_a_burst_without_a_trace(catalog, session_key, chat_settings):
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "REPLY_BURST_MS": 1000}
+    socket = await open_socket(session_key)
+    first, _, done = await ask(socket, "climate")
+    assert done["status"] == "complete"
+    waiting = await send_message(socket, "jazz", conversation_id=first["conversation_id"])
+    await socket.send_json_to({"type": "stop"})
+    assert await socket.receive_nothing(timeout=1.5)  # the burst is over: nothing was left to start
+    assert await database_sync_to_async(count)(Message, reply_to_id=waiting["message_id"]) == 0
+    # A message after the pause is answered at once.
+    after, _, done = await ask(socket, "the ocean", conversation_id=first["conversation_id"])
+    assert done["reply_to"] == after["message_id"] and done["status"] == "complete"
+    assert done["timing"]["total_ms"] < 1000
+    await socket.disconnect()
+
+
 async def test_disconnect_mid_reply_stores_it_as_interrupted(catalog, session_key, chat_settings):
     chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "STREAM_DELAY_MS": 40}
     socket = await open_socket(session_key)
