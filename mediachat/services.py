@@ -253,8 +253,10 @@ def _owned_by(reader: ReaderRef, user_id: int | None, session_key: str) -> bool:
 def messages_receive_many(*, incoming: Sequence[IncomingMessage]) -> list[ReceivedMessage | ChatError]:
     """Persist readers' messages in one transaction.
 
-    Item by item the result is what message_receive gives, or the ChatError that it raises. A `client_id` is also matched when its message is resent without the
-    conversation it started (the client never learnt its id), across that reader's conversations.
+    Item by item the result is what message_receive gives, or the ChatError that it raises. A
+    `client_id` is also matched when its message is resent without the conversation it started (the
+    client never learnt its id), across that reader's conversations. No reply rows: `replies_start_many`
+    creates them when replies start.
     """
     results: list[ReceivedMessage | ChatError | None] = [None] * len(incoming)
     checked: list[tuple[int, IncomingMessage, str, str]] = []
@@ -299,7 +301,7 @@ def _receive_checked(
     *,
     resends: bool,
 ) -> None:
-    """Store `checked` in the open transaction, setting each one's result; `resends` looks stored client_ids up first."""
+    """Store `checked` in the open transaction, setting each one's result; `resends`: look stored client_ids up."""
     conversation_ids = {item.conversation_id for _, item, _, _ in checked if item.conversation_id is not None}
     conversation_owners = {
         pk: (user_id, session_key)
