@@ -7,10 +7,13 @@ per client, then runs two phases of CLIENTS concurrent websocket clients on loop
 
 - echo: send a frame, wait for it to come back;
 - chat: send a `message`, wait for its `ack` (the reply's tokens, recommendations and done are read
-  and ignored; each new message interrupts the previous reply, as the protocol says).
+  and ignored). Each client sends its next message as soon as the last is acknowledged, far inside
+  `MEDIACHAT_REPLY_BURST_MS`: as the protocol says, a burst is answered once, by a reply to its last
+  message, so most messages are superseded before their reply starts (`replies` counts those that
+  started). MEDIACHAT_REPLY_BURST_MS=0 answers every message, each interrupted by the next.
 
 At the end it checks that every acknowledged message is stored, and prints one JSON line:
-{"clients", "acks_per_s", "echo_per_s", "ratio", "p50_ms", "p95_ms", "lost"}.
+{"clients", "acks_per_s", "echo_per_s", "ratio", "p50_ms", "p95_ms", "lost", "replies"}.
 
 With Redis the replies come from a `manage.py run_engine` process (BENCH_ENGINES of them), as
 `run_platform` deploys the platform, and the server runs production settings (DEBUG off).
@@ -174,16 +177,19 @@ async def run_phase(name: str, make_client) -> Phase:
     return phase
 
 
-def count_stored(ids: list[int]) -> int:
+def count_stored(ids: list[int]) -> tuple[int, int]:
+    """How many of the acked messages `ids` are stored, and how many replies to them started."""
     from django.db import connections
 
     from mediachat.models import Message
 
-    stored = 0
+    stored = replies = 0
     for i in range(0, len(ids), 5000):
-        stored += Message.objects.filter(id__in=ids[i : i + 5000], role=Message.Role.USER).count()
+        chunk = ids[i : i + 5000]
+        stored += Message.objects.filter(id__in=chunk, role=Message.Role.USER).count()
+        replies += Message.objects.filter(reply_to_id__in=chunk, role=Message.Role.ASSISTANT).count()
     connections.close_all()
-    return stored
+    return stored, replies
 
 
 async def measure(port: int, session_keys: list[str]) -> tuple[Phase, Phase]:
@@ -210,9 +216,9 @@ def main() -> None:
         echo, chat = run_async(measure(port, session_keys))
     finally:
         stop([server, *engines])
-    stored = count_stored(chat.acked_ids)
+    stored, replies = count_stored(chat.acked_ids)
     lost = len(set(chat.acked_ids)) - stored
-    log(f"{len(chat.acked_ids)} messages acked, {stored} of them stored")
+    log(f"{len(chat.acked_ids)} messages acked, {stored} of them stored; {replies} replies started")
     if chat.errors:
         log(f"error codes: {sorted(set(chat.errors))}")
     acks_per_s = chat.completed / SECONDS
@@ -227,6 +233,7 @@ def main() -> None:
                 "p50_ms": round(percentile(chat.latencies_ms, 50), 2),
                 "p95_ms": round(percentile(chat.latencies_ms, 95), 2),
                 "lost": lost,
+                "replies": replies,
             }
         ),
         flush=True,

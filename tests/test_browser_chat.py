@@ -384,3 +384,28 @@ def test_stop_ends_a_streaming_reply_and_shift_enter_writes_a_new_line(slow_stre
     assert stored.status == Message.Status.INTERRUPTED
     assert stored.text and reply.locator(".bubble-text").text_content() == stored.text
     assert Message.objects.get(role=Message.Role.USER).text == "Volcanoes\nin Iceland"
+
+
+@pytest.fixture
+def long_burst(monkeypatch) -> None:
+    """Messages under 4 s apart are a burst on servers started after this (time to send three)."""
+    monkeypatch.setenv("MEDIACHAT_REPLY_BURST_MS", "4000")
+
+
+def test_a_burst_gets_one_reply_and_the_superseded_message_no_waiting_placeholder(long_burst, asgi_server, page):
+    seed_catalog(("article", "Volcanoes of Iceland", "Science"), ("podcast", "How volcanoes warn us", "Science"))
+    open_chat(page, asgi_server)
+    ask(page, "Volcanoes")  # the first message: answered at once
+    settled(page)
+    ask(page, "Iceland")  # within the burst: its reply waits
+    expect(page.locator(".message[data-state='typing']")).to_have_count(1)
+    ask(page, "podcasts")  # supersedes it
+    page.wait_for_function("() => document.querySelectorAll('.message-user[data-message-id]').length === 3")
+    expect(page.locator(".message[data-state='typing']")).to_have_count(1)
+    settled(page)
+
+    expect(page.locator(".message-assistant")).to_have_count(2)
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT).select_related("reply_to").order_by("id")
+    assert [(r.reply_to.text, r.status) for r in replies] == [("Volcanoes", "complete"), ("podcasts", "complete")]
+    assert page.locator(".message-assistant").last.get_attribute("data-message-id") == str(replies[1].pk)
