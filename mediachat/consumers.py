@@ -319,7 +319,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("the reply to message %s could not be stored", stream.reply_to)
             stream.finished = True
-            await self.send_error("internal_error", "The server failed to start this reply; send it again.")
+            await self.send_error("internal_error", "The server failed to start a reply to your message; try again.")
             return False
         stream.reply_id = reply.id
         return True
