@@ -350,6 +350,25 @@ async def test_stop_cancels_a_reply_waiting_out_a_burst_without_a_trace(catalog,
     await socket.disconnect()
 
 
+async def test_a_reply_row_that_cannot_be_stored_is_an_error_and_the_socket_goes_on(
+    catalog, session_key, chat_settings
+):
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "REPLY_BURST_MS": 1000}
+    socket = await open_socket(session_key)
+    first, _, _ = await ask(socket, "climate")
+    waiting = await send_message(socket, "jazz", conversation_id=first["conversation_id"])
+    # The conversation goes (an editor deletes it) while the reply waits out the burst: its row cannot be written.
+    await database_sync_to_async(lambda: Conversation.objects.filter(pk=first["conversation_id"]).delete())()
+    error, before = await next_event(socket, "error")
+    assert before == [] and error["code"] == "internal_error"
+    assert await database_sync_to_async(count)(Message, reply_to_id=waiting["message_id"]) == 0
+    assert await socket.receive_nothing(timeout=0.3)
+    await asyncio.sleep(1.0)  # past the burst: the next message is answered at once
+    after, _, done = await ask(socket, "jazz")
+    assert done["reply_to"] == after["message_id"] and done["status"] == "complete"
+    await socket.disconnect()
+
+
 async def test_disconnect_mid_reply_stores_it_as_interrupted(catalog, session_key, chat_settings):
     chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "STREAM_DELAY_MS": 40}
     socket = await open_socket(session_key)
