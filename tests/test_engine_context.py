@@ -197,6 +197,37 @@ def test_a_user_model_without_a_context_role_gets_the_items_in_its_system_turn()
     assert small.dropped_turns == 2 and small.prompt_tokens <= built.prompt_tokens - 1
 
 
+def test_turns_of_one_role_in_a_row_become_one_for_a_template_that_insists_on_alternation():
+    # Mistral-style: after the system turn, user and assistant must alternate, or the template raises.
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=user_tokenizer().backend_tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] != 'system' and (m['role'] == 'user') != (loop.index0 % 2 == 1) -%}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant') }}{%- endif -%}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    # A reader's burst (two messages answered once, with the question), after a reply cut in two turns.
+    turns = [*history(1), Turn("assistant", "Also: [#2]."), Turn("user", "Glaciers?"), Turn("user", "In the Alps")]
+    built = context_build(tokenizer, question="Since March?", items=ITEMS, history=turns, budget_tokens=100_000)
+    assert [m["role"] for m in built.messages] == ["system", "user", "assistant", "user"]
+    assert built.messages[2]["content"].endswith("glaciers in retreat.\nAlso: [#2].")
+    assert built.messages[-1]["content"] == "Glaciers?\nIn the Alps\nSince March?"
+    assert tokenizer.decode(built.input_ids).endswith("Since March?<|im_end|>\n<|im_start|>assistant\n")
+    # The platform's own layout keeps the context turn between the burst and the question.
+    own = context_build(
+        platform_tokenizer(), question="Since March?", items=ITEMS, history=turns, budget_tokens=100_000
+    )
+    assert [m["role"] for m in own.messages][-3:] == ["user", "context", "user"]
+    assert own.messages[-3]["content"] == "Glaciers?\nIn the Alps"
+
+
 @pytest.mark.parametrize("tokenizer_of", [platform_tokenizer, user_tokenizer])
 def test_incremental_detokenising_never_breaks_a_character(tokenizer_of):
     tokenizer = tokenizer_of()

@@ -149,12 +149,16 @@ def messages_build(
 
     `[system, *history (user/assistant turns, oldest first), context, user]`; the model then writes the
     assistant turn. Without a `context` role (a user's model whose template knows only system, user and
-    assistant) the items go at the end of the system turn instead.
+    assistant) the items go at the end of the system turn instead. Turns of the same role in a row (a
+    burst of reader messages answered once, a reply that was cut before its first word) become one
+    turn, their texts a line apart, as templates that insist on alternating roles need.
     """
     block = context_text(items)
     messages = [{"role": "system", "content": system if context_role else f"{system}\n\nCatalog items:\n{block}"}]
-    messages += [{"role": role, "content": text} for role, text in history]
-    if context_role:
-        messages.append({"role": "context", "content": block})
-    messages.append({"role": "user", "content": question})
+    turns = [*history, *([("context", block)] if context_role else []), ("user", question)]
+    for role, text in turns:
+        if messages[-1]["role"] == role and role in ("user", "assistant"):
+            messages[-1] = {"role": role, "content": f"{messages[-1]['content']}\n{text}"}
+        else:
+            messages.append({"role": role, "content": text})
     return messages
