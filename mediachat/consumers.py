@@ -6,8 +6,9 @@ Messages, reply rows and reply endings go through the loop's group commit (media
 a message is stored before its `ack`, in one transaction with other sockets' writes. A reply streams
 from an asyncio task, so `stop`, a new message or a disconnect can cancel it; whoever cancels it
 stores what was streamed as `interrupted`. A message that comes within `REPLY_BURST_MS` of the
-socket's previous one waits that long before its reply starts: a newer message supersedes it, and
-only a burst's last message is answered (its reply row is created when it starts).
+socket's previous one, before that one's reply has ended, waits that long before its reply starts: a
+newer message supersedes it, and only a burst's last message is answered (its reply row is created
+when it starts).
 """
 
 import asyncio
@@ -225,6 +226,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_message(self, command: protocol.SendMessage, received_at: float) -> None:
         decoding = await self.decoding_for(command.decoding) if command.decoding else None
+        # A burst: the reader writes again within REPLY_BURST_MS, before the last message's reply has ended.
+        burst_s = float(settings.MEDIACHAT["REPLY_BURST_MS"]) / 1000
+        in_burst = received_at - self.last_message_at < burst_s and self.stream is not None and not self.stream.finished
         # The reply streaming now is interrupted first; its ending and this message are written in the
         # same group commit as a rule, and its `done` still goes out before this message's `ack`.
         self.supersede()
@@ -251,8 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if not received.created:  # a resend: answered the first time
             return
-        burst_s = float(settings.MEDIACHAT["REPLY_BURST_MS"]) / 1000
-        wait_s = burst_s if received_at - self.last_message_at < burst_s else 0.0
+        wait_s = burst_s if in_burst else 0.0
         self.last_message_at = received_at
         stream = ReplyStream(reply_to=message.id, conversation_id=message.conversation_id, started=received_at)
         self.stream = stream

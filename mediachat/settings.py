@@ -218,8 +218,9 @@ MEDIACHAT = {
     # Token bucket per socket: sustained messages per second and burst size.
     "WS_RATE_PER_S": env.float("MEDIACHAT_WS_RATE_PER_S", default=2.0),
     "WS_RATE_BURST": env.int("MEDIACHAT_WS_RATE_BURST", default=5),
-    # Messages a socket sends less than this apart are a burst: only the burst's last message is answered,
-    # once this long passes without another, with the earlier ones in its context (docs/protocol.md).
+    # Messages a socket sends less than this apart, each before the last one's reply ended, are a burst:
+    # only its last message is answered, once this long passes without another, with the earlier ones in
+    # its context (docs/protocol.md).
     "REPLY_BURST_MS": env.float("MEDIACHAT_REPLY_BURST_MS", default=300.0),
     # The engine the websocket consumers call (docs/engine.md); empty: ENGINE_SERVED, in this process (the
     # embedded default: the engine's scheduler runs in a thread of the ASGI process). `run_platform` with

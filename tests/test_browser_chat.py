@@ -392,12 +392,14 @@ def long_burst(monkeypatch) -> None:
     monkeypatch.setenv("MEDIACHAT_REPLY_BURST_MS", "4000")
 
 
-def test_a_burst_gets_one_reply_and_the_superseded_message_no_waiting_placeholder(long_burst, asgi_server, page):
+def test_a_burst_gets_one_reply_and_the_superseded_message_no_waiting_placeholder(
+    slow_stream, long_burst, asgi_server, page
+):
     seed_catalog(("article", "Volcanoes of Iceland", "Science"), ("podcast", "How volcanoes warn us", "Science"))
     open_chat(page, asgi_server)
     ask(page, "Volcanoes")  # the first message: answered at once
-    settled(page)
-    ask(page, "Iceland")  # within the burst: its reply waits
+    expect(page.locator(".message-assistant").last).to_have_attribute("data-state", "streaming")
+    ask(page, "Iceland")  # while that reply streams: a burst, its reply waits
     expect(page.locator(".message[data-state='typing']")).to_have_count(1)
     ask(page, "podcasts")  # supersedes it
     page.wait_for_function("() => document.querySelectorAll('.message-user[data-message-id]').length === 3")
@@ -407,5 +409,5 @@ def test_a_burst_gets_one_reply_and_the_superseded_message_no_waiting_placeholde
     expect(page.locator(".message-assistant")).to_have_count(2)
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     replies = Message.objects.filter(role=Message.Role.ASSISTANT).select_related("reply_to").order_by("id")
-    assert [(r.reply_to.text, r.status) for r in replies] == [("Volcanoes", "complete"), ("podcasts", "complete")]
+    assert [(r.reply_to.text, r.status) for r in replies] == [("Volcanoes", "interrupted"), ("podcasts", "complete")]
     assert page.locator(".message-assistant").last.get_attribute("data-message-id") == str(replies[1].pk)

@@ -335,37 +335,55 @@ async def test_a_burst_is_answered_once_by_a_reply_to_its_last_message(catalog, 
 
 
 async def test_stop_cancels_a_reply_waiting_out_a_burst_without_a_trace(catalog, session_key, chat_settings):
-    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "REPLY_BURST_MS": 1000}
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "STREAM_DELAY_MS": 40, "REPLY_BURST_MS": 1000}
     socket = await open_socket(session_key)
-    first, _, done = await ask(socket, "climate")
-    assert done["status"] == "complete"
-    waiting = await send_message(socket, "jazz", conversation_id=first["conversation_id"])
+    first = await send_message(socket, "climate")
+    await next_event(socket, "token")  # its reply streams: the next message is a burst
+    await socket.send_json_to({"type": "message", "text": "jazz", "conversation_id": first["conversation_id"]})
+    done, _ = await next_event(socket, "done")
+    assert done["reply_to"] == first["message_id"] and done["status"] == "interrupted"
+    waiting, _ = await next_event(socket, "ack")
     await socket.send_json_to({"type": "stop"})
     assert await socket.receive_nothing(timeout=1.5)  # the burst is over: nothing was left to start
     assert await database_sync_to_async(count)(Message, reply_to_id=waiting["message_id"]) == 0
     # A message after the pause is answered at once.
     after, _, done = await ask(socket, "the ocean", conversation_id=first["conversation_id"])
     assert done["reply_to"] == after["message_id"] and done["status"] == "complete"
-    assert done["timing"]["total_ms"] < 1000
+    assert done["timing"]["first_token_ms"] < 1000
+    await socket.disconnect()
+
+
+async def test_a_message_after_the_last_reply_ended_is_answered_at_once(catalog, session_key, chat_settings):
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "REPLY_BURST_MS": 3000}
+    socket = await open_socket(session_key)
+    first, _, done = await ask(socket, "climate")
+    assert done["status"] == "complete"
+    # Well inside the burst window, but the reader waited for the reply: not a burst.
+    second, _, done = await ask(socket, "jazz", conversation_id=first["conversation_id"])
+    assert done["reply_to"] == second["message_id"] and done["status"] == "complete"
+    assert done["timing"]["first_token_ms"] < 3000
     await socket.disconnect()
 
 
 async def test_a_reply_row_that_cannot_be_stored_is_an_error_and_the_socket_goes_on(
     catalog, session_key, chat_settings
 ):
-    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "REPLY_BURST_MS": 1000}
+    chat_settings.MEDIACHAT = {**chat_settings.MEDIACHAT, "STREAM_DELAY_MS": 40, "REPLY_BURST_MS": 1000}
     socket = await open_socket(session_key)
-    first, _, _ = await ask(socket, "climate")
-    waiting = await send_message(socket, "jazz", conversation_id=first["conversation_id"])
+    first = await send_message(socket, "climate")
+    await next_event(socket, "token")  # its reply streams: the next message is a burst
+    await socket.send_json_to({"type": "message", "text": "jazz", "conversation_id": first["conversation_id"]})
+    await next_event(socket, "done")  # the first reply, interrupted
+    waiting, _ = await next_event(socket, "ack")
     # The conversation goes (an editor deletes it) while the reply waits out the burst: its row cannot be written.
     await database_sync_to_async(lambda: Conversation.objects.filter(pk=first["conversation_id"]).delete())()
     error, before = await next_event(socket, "error")
     assert before == [] and error["code"] == "internal_error"
     assert await database_sync_to_async(count)(Message, reply_to_id=waiting["message_id"]) == 0
     assert await socket.receive_nothing(timeout=0.3)
-    await asyncio.sleep(1.0)  # past the burst: the next message is answered at once
     after, _, done = await ask(socket, "jazz")
     assert done["reply_to"] == after["message_id"] and done["status"] == "complete"
+    assert done["timing"]["first_token_ms"] < 1000
     await socket.disconnect()
 
 
