@@ -30,7 +30,8 @@ from .engine.decoding import DecodingError, DecodingParams
 from .groupcommit import group_commit
 from .models import Message, MessageFeedback
 from .selectors import decoding_for_request
-from .services import ChatError, IncomingMessage, ReplyEnding, ReplyStart, feedback_set, messages_after
+from .services import ChatError, feedback_set, messages_after
+from .services.batches import IncomingMessage, ReplyEnding, ReplyStart
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +230,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # A burst: the reader writes again within REPLY_BURST_MS, before the last message's reply has ended.
         burst_s = float(settings.MEDIACHAT["REPLY_BURST_MS"]) / 1000
         in_burst = received_at - self.last_message_at < burst_s and self.stream is not None and not self.stream.finished
-        # The reply streaming now is interrupted first; its ending and this message are written in the
-        # same group commit as a rule, and its `done` still goes out before this message's `ack`.
+        # A reply waiting out a burst is dropped at once (no task needed); one streaming is interrupted
+        # first: its ending and this message are written in the same group commit as a rule, and its
+        # `done` still goes out before this message's `ack`.
         self.supersede()
         interrupting = asyncio.ensure_future(self.interrupt()) if self.stream is not None else None
         try:
@@ -255,7 +257,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if not received.created:  # a resend: answered the first time
             return
-        wait_s = burst_s if in_burst else 0.0
         self.last_message_at = received_at
         stream = ReplyStream(reply_to=message.id, conversation_id=message.conversation_id, started=received_at)
         self.stream = stream
@@ -269,8 +270,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             history = ()
             self.conversation = ConversationState(message.conversation_id, [question])
         launch = functools.partial(self.launch, stream, message.text, decoding, history)
-        if wait_s:
-            stream.timer = asyncio.get_running_loop().call_later(wait_s, launch)
+        if in_burst:
+            stream.timer = asyncio.get_running_loop().call_later(burst_s, launch)
         else:
             launch()
 

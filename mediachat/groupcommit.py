@@ -9,12 +9,12 @@ statements per batch instead of a dozen per message.
 import asyncio
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .keptdb import kept
 from .models import Message
-from .services import (
-    ChatError,
+from .services import ChatError
+from .services.batches import (
     IncomingMessage,
     ReceivedMessage,
     ReplyEnding,
@@ -29,24 +29,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Flushed:
+    """Each kind of write's results in the order it was handed over, or the exception that failed it."""
+
+    ended: list[None] | BaseException
     received: list[ReceivedMessage | ChatError]
-    ending_error: BaseException | None = None
-    started: list[Message] | BaseException = field(default_factory=list)
+    started: list[Message] | BaseException
 
 
 def _write(incoming: list[IncomingMessage], endings: list[ReplyEnding], starts: list[ReplyStart]) -> Flushed:
-    """One flush: endings first (a reply interrupted by a new message ends before that message is stored)."""
-    flushed = Flushed(received=[])
+    """One flush: endings first (a reply interrupted by a new message ends before that message is stored).
+
+    A failure of endings or starts is reported to the sockets that wait on them; the messages go on.
+    """
+    ended: list[None] | BaseException = [None] * len(endings)
     try:
         replies_finish_many(endings=endings)
-    except Exception as exc:  # reported to the sockets that wait on these endings
-        flushed.ending_error = exc
-    flushed.received = messages_receive_many(incoming=incoming)
+    except Exception as exc:
+        ended = exc
+    received = messages_receive_many(incoming=incoming)
+    started: list[Message] | BaseException
     try:
-        flushed.started = replies_start_many(starts=starts)
-    except Exception as exc:  # reported to the sockets that wait on these starts
-        flushed.started = exc
-    return flushed
+        started = replies_start_many(starts=starts)
+    except Exception as exc:
+        started = exc
+    return Flushed(ended=ended, received=received, started=started)
 
 
 async def write(incoming: list[IncomingMessage], endings: list[ReplyEnding], starts: list[ReplyStart]) -> Flushed:
@@ -119,8 +125,8 @@ class GroupCommit:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            _settle(endings, flushed.ended)
             _settle(incoming, flushed.received)
-            _settle(endings, flushed.ending_error or [None] * len(endings))
             _settle(starts, flushed.started)
 
 

@@ -9,18 +9,15 @@ from django.utils import timezone
 
 from mediachat.groupcommit import group_commit
 from mediachat.models import Conversation, Message
-from mediachat.services import (
-    ChatError,
+from mediachat.services import ChatError, message_receive, reply_finish, reply_start
+from mediachat.services.batches import (
     IncomingMessage,
     ReceivedMessage,
     ReplyEnding,
     ReplyStart,
-    message_receive,
     messages_receive_many,
     replies_finish_many,
     replies_start_many,
-    reply_finish,
-    reply_start,
 )
 from personalization.identity import ReaderRef
 from personalization.models import Content

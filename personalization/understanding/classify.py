@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from mediachat.models import Message
-from mediachat.services import UNDERSTANDING_FIELDS, understanding_message
+from mediachat.services.batches import UNDERSTANDING_FIELDS, understanding_message
 
 from .recognizer import recognizer_get
 
