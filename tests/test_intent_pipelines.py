@@ -175,11 +175,15 @@ def test_encoders_infer_in_the_recorded_dtype(tiny_encoder, tmp_path):
 
     import torch
 
-    assert IntentConfig().inference_dtype == ("bfloat16" if intent_encoders.native_bf16() else "float32")
+    native = "bfloat16" if intent_encoders.native_bf16() else "float32"
+    assert IntentConfig(runtime="torch").inference_dtype == native
+    assert IntentConfig(runtime="onnx").inference_dtype == "float32"  # onnxruntime runs the float32 graph
     with pytest.raises(ValueError, match="inference dtype"):
         IntentConfig(inference_dtype="float8")
     train, val = _split(_examples())
-    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder), inference_dtype="float32")
+    config = IntentConfig(
+        pipelines=("finetuned",), encoder=str(tiny_encoder), runtime="torch", inference_dtype="float32"
+    )
     config.fine_tune.min_steps = 20
     model = intent_pipelines_train(train, val, config)["finetuned"].model
     model.save(tmp_path / "m", config)
@@ -196,7 +200,48 @@ def test_encoders_infer_in_the_recorded_dtype(tiny_encoder, tmp_path):
     np.testing.assert_allclose(halved.probabilities(texts), exact, atol=0.05)
 
     del meta["config"]["inference_dtype"]  # saved before the dtype was recorded: calibrated in float32
+    del meta["config"]["runtime"]  # and before the runtime was: torch
     meta_file.write_text(json.dumps(meta))
     legacy = IntentModel.load(tmp_path / "m")
     assert next(legacy.classifier.module.parameters()).dtype == torch.float32
     np.testing.assert_allclose(legacy.probabilities(texts), exact, atol=1e-5)
+
+
+def test_the_fine_tuned_encoder_deploys_on_onnxruntime_with_torchs_scores(tiny_encoder, tmp_path, caplog):
+    import json
+    import logging
+
+    assert IntentConfig().runtime == "onnx"  # onnxruntime and onnxscript are dependencies
+    with pytest.raises(ValueError, match="encoder runtime"):
+        IntentConfig(runtime="tensorrt")
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder), runtime="onnx")
+    config.fine_tune.min_steps = 20
+    trained = intent_pipelines_train(train, val, config)["finetuned"].model
+    assert isinstance(trained.classifier.runner, intent_encoders.OnnxModule)  # validation scored the export
+    trained.save(tmp_path / "m", config)
+    assert (tmp_path / "m" / "finetuned" / intent_encoders.ONNX_FILE).stat().st_size > 0
+
+    texts = [r.text for r in val] + BAD_INPUTS  # a batch of every length, and one text at a time below
+    module = trained.classifier.module
+    eager = intent_encoders.encode(module, trained.classifier.tokenizer, texts, max_length=48)
+    np.testing.assert_allclose(trained.classifier.scores(texts), eager, atol=1e-4)
+
+    loaded = IntentModel.load(tmp_path / "m")
+    assert isinstance(loaded.classifier.runner, intent_encoders.OnnxModule)
+    expected = trained.probabilities(texts)
+    np.testing.assert_allclose(loaded.probabilities(texts), expected, atol=1e-5)
+    one_by_one = np.concatenate([loaded.probabilities([text]) for text in texts])
+    np.testing.assert_allclose(one_by_one, expected, atol=1e-5)
+    assert [p.label for p in loaded.predict(texts)] == [p.label for p in trained.predict(texts)]
+
+    # Without its export (a folder copied without it), the same model runs on torch, in float32, and says so.
+    (tmp_path / "m" / "finetuned" / intent_encoders.ONNX_FILE).unlink()
+    with caplog.at_level(logging.WARNING):
+        fallback = IntentModel.load(tmp_path / "m")
+    assert fallback.classifier.runner is fallback.classifier.module
+    assert "runs on torch" in caplog.text
+    np.testing.assert_allclose(fallback.probabilities(texts), expected, atol=1e-4)
+
+    meta = json.loads((tmp_path / "m" / "intent.json").read_text())
+    assert meta["config"]["runtime"] == "onnx" and meta["config"]["inference_dtype"] == "float32"

