@@ -35,6 +35,12 @@ def test_tfidf_learns_thresholds_and_round_trips(tmp_path):
     labels = [p.label for p in model.predict(unseen)]
     assert labels == ["latest_news", "search_topic", "thanks", "greeting"]
 
+    # Its scores are scikit-learn's log-probabilities, up to each row's constant (what softmax ignores).
+    classifier = model.classifier
+    texts = unseen + BAD_INPUTS
+    expected = classifier.model.predict_log_proba(classifier.features.transform(texts))
+    np.testing.assert_allclose(log_softmax(classifier.scores(texts)), expected, atol=1e-9)
+
     model.save(tmp_path / "m", IntentConfig(pipelines=("tfidf",)))
     loaded = IntentModel.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.probabilities(unseen), model.probabilities(unseen), rtol=1e-6)

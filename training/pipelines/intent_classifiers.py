@@ -13,6 +13,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
@@ -114,7 +115,10 @@ class TfidfClassifier(TrainableClassifier):
         return {"features": int(matrix.shape[1])}
 
     def scores(self, texts):
-        return self.model.predict_log_proba(self.features.transform(_clip(texts)))
+        # The decision values X·coefᵀ + b, whose softmax is predict_log_proba's: computed here without
+        # scikit-learn's per-call checks and the FeatureUnion's, a fifth of this pipeline's time on one message.
+        parts = [vectorizer.transform(_clip(texts)) for _, vectorizer in self.features.transformer_list]
+        return np.asarray(sparse.hstack(parts, format="csr") @ self.model.coef_.T + self.model.intercept_)
 
     def save(self, folder):
         joblib.dump({"features": self.features, "model": self.model}, folder / "tfidf.joblib")
