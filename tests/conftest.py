@@ -209,3 +209,21 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """A user's encoder saved locally: a two-layer BERT with all-MiniLM-L6-v2's tokenizer, random weights."""
+    from transformers import BertConfig, BertModel
+
+    from training.pipelines import intent_encoders
+
+    folder = tmp_path_factory.mktemp("encoder")
+    _, tokenizer = intent_encoders.encoder_load(None)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

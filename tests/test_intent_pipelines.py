@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from transformers import BertConfig, BertModel
 
 from tests.intent_samples import OUT, TEMPLATES
 from tests.intent_samples import examples as _examples
@@ -60,20 +59,6 @@ def test_out_of_scope_is_below_the_threshold():
     lost = sum(p.label == OUT_OF_SCOPE for p in inscope) / len(inscope)
     assert caught > 0.5 and lost < 0.2
     assert all(p.best in TEMPLATES and p.ranking[0][0] == p.best for p in out)
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    """A user's encoder saved locally: a two-layer BERT with all-MiniLM-L6-v2's tokenizer, random weights."""
-    folder = tmp_path_factory.mktemp("encoder")
-    _, tokenizer = intent_encoders.encoder_load(None)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

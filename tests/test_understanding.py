@@ -84,6 +84,29 @@ def test_a_new_active_model_is_picked_up_and_a_broken_one_skipped(fresh_recogniz
     assert fresh_recognizer.understand("what's new").source == Source.NONE
 
 
+def test_a_fine_tuned_model_answers_through_onnxruntime_as_torch_would(fresh_recognizer, tiny_encoder):
+    import numpy as np
+
+    from training.pipelines import intent_encoders
+    from training.pipelines.intents import log_softmax
+
+    _intents()
+    parameters = {"pipelines": ["finetuned"], "encoder": str(tiny_encoder), "seed": 4}
+    run = training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None)
+    assert run.status == "succeeded", run.log
+    version = model_version_activate(version_id=ModelVersion.objects.get(training_run=run).id, user_id=None)
+    texts = ["thanks a lot!", "what's new in jazz", "", "x" * 10_000]
+    understood = [fresh_recognizer.understand(text) for text in texts]
+    assert all(u.source == Source.MODEL and u.model_version_id == version.id for u in understood)
+    model = fresh_recognizer.model
+    assert isinstance(model.classifier.runner, intent_encoders.OnnxModule)
+    # The float32 module the export came from gives the same confidences (the calibration was fitted on them).
+    classifier = model.classifier
+    eager = intent_encoders.encode(classifier.module, classifier.tokenizer, [t[:2000] for t in texts], max_length=48)
+    confidences = np.exp(log_softmax(eager / model.temperature)).max(axis=1)
+    np.testing.assert_allclose([u.confidence for u in understood], confidences, atol=1e-3)
+
+
 def test_without_rules_or_model_nothing_is_claimed(fresh_recognizer):
     understood = fresh_recognizer.understand("anything on climate?")
     assert (understood.intent, understood.source, understood.confidence, understood.action) == ("", "", None, "")
