@@ -236,3 +236,21 @@ def test_the_fine_tuned_encoder_deploys_on_onnxruntime_with_torchs_scores(tiny_e
 
     meta = json.loads((tmp_path / "m" / "intent.json").read_text())
     assert meta["config"]["runtime"] == "onnx" and meta["config"]["inference_dtype"] == "float32"
+
+
+def test_frozen_embeddings_deploy_on_onnxruntime_too(tiny_encoder, tmp_path):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("embedding",), encoder=str(tiny_encoder), runtime="onnx")
+    trained = intent_pipelines_train(train, val, config)["embedding"].model
+    classifier = trained.classifier
+    assert isinstance(classifier.runner, intent_encoders.OnnxModule)
+    texts = [r.text for r in val] + BAD_INPUTS
+    onnx = intent_encoders.encode(classifier.runner, classifier.tokenizer, texts, max_length=48)
+    eager = intent_encoders.encode(classifier.module, classifier.tokenizer, texts, max_length=48)
+    np.testing.assert_allclose(onnx, eager, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)  # unit length, as trained on
+
+    trained.save(tmp_path / "m", config)
+    loaded = IntentModel.load(tmp_path / "m")
+    assert isinstance(loaded.classifier.runner, intent_encoders.OnnxModule)
+    np.testing.assert_allclose(loaded.probabilities(texts), trained.probabilities(texts), atol=1e-5)

@@ -131,24 +131,39 @@ class TfidfClassifier(TrainableClassifier):
         return self
 
 
-class EmbeddingClassifier(TrainableClassifier):
-    name = "embedding"
+def _runner(module: torch.nn.Module, tokenizer, config: IntentConfig, saved: Path | None = None):
+    """What scores through `module` as `config.runtime` deploys it: the module itself on torch, in
+    `config.inference_dtype`; or its float32 ONNX export on onnxruntime, read from `saved` when given (a
+    model being loaded), else made now. A loaded model whose export is missing, or a process without
+    onnxruntime, gets the float32 module: the scores its calibration was fitted on, at torch's speed."""
+    if config.runtime != "onnx":
+        return enc.for_inference(module, config.inference_dtype)
+    module.float().eval()
+    if saved is None:
+        return enc.OnnxModule(enc.onnx_export(module, tokenizer, config.fine_tune.max_length))
+    if enc.onnx_available() and saved.exists():
+        return enc.OnnxModule(saved)
+    logger.warning("%s: no onnxruntime or no such file; the encoder runs on torch, in float32", saved)
+    return module
 
-    def __init__(self, labels: list[str], config: IntentConfig):
+
+class EmbeddingClassifier(TrainableClassifier):
+    """Frozen sentence embeddings with a logistic-regression head; the encoder scores through `runner`."""
+
+    name = "embedding"
+    ONNX_FILE = "embedding.onnx"
+
+    def __init__(self, labels: list[str], config: IntentConfig, saved: Path | None = None):
         super().__init__(labels)
         self.config = config
-        self.encoder, self.tokenizer = enc.encoder_load(config.encoder)
-        enc.for_inference(self.encoder, config.inference_dtype)
+        encoder, self.tokenizer = enc.encoder_load(config.encoder)
+        self.module = enc.SentenceEmbedding(encoder)
+        self.runner = _runner(self.module, self.tokenizer, config, saved)
         self.model = LogisticRegression(C=config.embedding_c, max_iter=2000)
 
     def _embed(self, texts, progress=None) -> np.ndarray:
-        def pooled(batch):
-            return torch.nn.functional.normalize(
-                enc.mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=-1
-            )
-
         return enc.encode(
-            pooled, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length, progress=progress
+            self.runner, self.tokenizer, _clip(texts), max_length=self.config.fine_tune.max_length, progress=progress
         )
 
     def fit(self, texts, targets, *, progress, should_stop) -> dict:
@@ -162,10 +177,12 @@ class EmbeddingClassifier(TrainableClassifier):
 
     def save(self, folder):
         joblib.dump(self.model, folder / "embedding_head.joblib")
+        if isinstance(self.runner, enc.OnnxModule):
+            self.runner.save(folder / self.ONNX_FILE)
 
     @classmethod
     def load(cls, folder, labels, config):
-        self = cls(labels, config)
+        self = cls(labels, config, saved=folder / cls.ONNX_FILE)
         self.model = joblib.load(folder / "embedding_head.joblib")
         return self
 
@@ -196,12 +213,9 @@ class FineTunedClassifier(TrainableClassifier):
             self.module, self.tokenizer, _clip(texts), targets.tolist(), self.config.fine_tune,
             progress=report, should_stop=should_stop,
         )  # fmt: skip
-        # Validation scores what deploys.
         if self.config.runtime == "onnx":
             progress(1.0, "finetuned: exporting the encoder to ONNX")
-            self.runner = enc.OnnxModule(enc.onnx_export(self.module, self.tokenizer, self.config.fine_tune.max_length))
-        else:
-            self.runner = enc.for_inference(self.module, self.config.inference_dtype)
+        self.runner = _runner(self.module, self.tokenizer, self.config)  # validation scores what deploys
         return fit
 
     def scores(self, texts):
@@ -215,13 +229,8 @@ class FineTunedClassifier(TrainableClassifier):
     @classmethod
     def load(cls, folder, labels, config):
         module, tokenizer = enc.load_module(folder / "finetuned", len(labels))
-        onnx_file = folder / "finetuned" / enc.ONNX_FILE
-        if config.runtime == "onnx" and enc.onnx_available() and onnx_file.exists():
-            return cls(labels, config, module.float().eval(), tokenizer, enc.OnnxModule(onnx_file))
-        if config.runtime == "onnx":  # the same float32 scores, at torch's speed
-            logger.warning("%s: no onnxruntime or no %s; the encoder runs on torch", folder, enc.ONNX_FILE)
-            return cls(labels, config, module.float().eval(), tokenizer)
-        return cls(labels, config, enc.for_inference(module, config.inference_dtype), tokenizer)
+        runner = _runner(module, tokenizer, config, saved=folder / "finetuned" / enc.ONNX_FILE)
+        return cls(labels, config, module, tokenizer, runner)
 
 
 class EnsembleClassifier(Classifier):

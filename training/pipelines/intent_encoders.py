@@ -166,6 +166,18 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+class SentenceEmbedding(torch.nn.Module):
+    """An encoder's unit-length sentence embedding (mean pooling), what sentence-transformers gives."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 class EncoderClassifier(torch.nn.Module):
     """An encoder with mean pooling and a linear head over the intents."""
 
