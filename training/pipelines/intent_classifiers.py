@@ -136,9 +136,9 @@ def _runner(module: torch.nn.Module, tokenizer, config: IntentConfig, saved: Pat
     `config.inference_dtype`; or its float32 ONNX export on onnxruntime, read from `saved` when given (a
     model being loaded), else made now. A loaded model whose export is missing, or a process without
     onnxruntime, gets the float32 module: the scores its calibration was fitted on, at torch's speed."""
+    module = enc.for_inference(module, config.inference_dtype if config.runtime != "onnx" else "float32")
     if config.runtime != "onnx":
-        return enc.for_inference(module, config.inference_dtype)
-    module.float().eval()
+        return module
     if saved is None:
         return enc.OnnxModule(enc.onnx_export(module, tokenizer, config.fine_tune.max_length))
     if enc.onnx_available() and saved.exists():

@@ -92,10 +92,10 @@ class _Exported(torch.nn.Module):
 def onnx_export(module: torch.nn.Module, tokenizer, max_length: int) -> bytes:
     """`module` (a tokenized batch in, one row of float32 out per text) as an ONNX model, any batch and length.
 
-    torch.export traces it (a few seconds for all-MiniLM-L6-v2); token type ids are left to the encoder's
-    default, zeros, which is what a single sentence gets from the tokenizer.
+    torch.export traces it as it is, in eval mode and float32 (`for_inference(module, "float32")`), in a
+    few seconds for all-MiniLM-L6-v2; token type ids are left to the encoder's default, zeros, which is
+    what a single sentence gets from the tokenizer.
     """
-    module = module.float().eval()
     example = _tokenize(tokenizer, ["one short example", "and a second example, a little longer than that"], max_length)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=max_length)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
