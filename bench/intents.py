@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/intents.py --clinc ../shared/data/clinc150/data_full.json
     .venv/bin/python bench/intents.py --train-csv train.csv --test-csv test.csv --text-column text --label-column label
+    .venv/bin/python bench/intents.py --clinc ../shared/data/clinc150/data_full.json --pipelines tfidf,finetuned,ensemble \
+        --encoder all-mpnet-base-v2 --int8 --epochs 2 --fine-tune length_grouped=True
 
 CLINC150: train on the in-scope intents; each pipeline's temperature and out-of-scope threshold are chosen
 on the validation split (in scope + out of scope); in-scope accuracy (a query pushed out of scope counts
@@ -104,7 +106,12 @@ def fine_tune_config(base: FineTuneConfig, settings: list[str], parser) -> FineT
         if key not in types:
             parser.error(f"--fine-tune {key}: not a setting; choose from {', '.join(types)}")
         try:
-            changes[key] = types[key](value)
+            if types[key] is bool:  # bool("False") is True
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                changes[key] = value.lower() in ("true", "1")
+            else:
+                changes[key] = types[key](value)
         except ValueError:
             parser.error(f"--fine-tune {setting}: {value!r} is not a {types[key].__name__}")
     try:
@@ -135,6 +142,13 @@ def main() -> None:
         default=None,
         help="threshold objective (default: the platform's)",
     )
+    parser.add_argument(
+        "--encoder",
+        default="",
+        help="the sentence encoder: a packaged one's name (training/pipelines/encoder_packages.NAMES) or a "
+        "local folder (default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--int8", action="store_true", help="deploy the encoders' ONNX exports with int8 weights")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="a folder to save the best pipeline's model in (IntentModel.load reads it)")
@@ -147,7 +161,12 @@ def main() -> None:
     log(f"{dataset}: {len(train)} training, {len(val)} validation, {len(test)} test examples")
     log(f"torch threads: {torch.get_num_threads()}")
 
-    config = IntentConfig(pipelines=tuple(args.pipelines.split(",")), seed=args.seed)
+    try:
+        config = IntentConfig(
+            pipelines=tuple(args.pipelines.split(",")), encoder=args.encoder, int8=args.int8, seed=args.seed
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.epochs is not None:
         config.fine_tune.epochs = args.epochs
     config.fine_tune = fine_tune_config(config.fine_tune, args.fine_tune, parser)

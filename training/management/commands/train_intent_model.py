@@ -20,7 +20,12 @@ class Command(BaseCommand):
             "--objective", choices=["classification", "contrastive"], default=None, help="Fine-tuning loss."
         )
         parser.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation of the best pipeline.")
-        parser.add_argument("--encoder", default="", help="A local sentence-encoder folder (default all-MiniLM-L6-v2).")
+        parser.add_argument(
+            "--encoder",
+            default="",
+            help="A packaged encoder (all-MiniLM-L6-v2, the default, or all-mpnet-base-v2) or a local folder.",
+        )
+        parser.add_argument("--int8", action="store_true", help="Deploy the encoder with int8 weights.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--activate", action="store_true", help="Make the new version the active intent model.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (log lines only).")
@@ -30,6 +35,7 @@ class Command(BaseCommand):
             "pipelines": [p.strip() for p in options["pipelines"].split(",") if p.strip()],
             "kfold": options["kfold"],
             "encoder": options["encoder"],
+            "int8": options["int8"],
             "seed": options["seed"],
         }
         parameters |= {k: options[k] for k in ("epochs", "objective") if options[k] is not None}
