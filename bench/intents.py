@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/intents.py --clinc ../shared/data/clinc150/data_full.json
     .venv/bin/python bench/intents.py --train-csv train.csv --test-csv test.csv --text-column text --label-column label
-    .venv/bin/python bench/intents.py --clinc ../shared/data/clinc150/data_full.json --pipelines tfidf,finetuned,ensemble \
-        --encoder all-mpnet-base-v2 --int8 --epochs 2 --fine-tune length_grouped=True
+    .venv/bin/python bench/intents.py --clinc ../shared/data/clinc150/data_full.json \
+        --pipelines tfidf,finetuned,ensemble --encoder all-mpnet-base-v2 --int8 --epochs 2 \
+        --fine-tune length_grouped=True
 
 CLINC150: train on the in-scope intents; each pipeline's temperature and out-of-scope threshold are chosen
 on the validation split (in scope + out of scope); in-scope accuracy (a query pushed out of scope counts
