@@ -6,8 +6,9 @@
         --pipelines tfidf,finetuned,ensemble --encoder all-mpnet-base-v2 --int8 --epochs 2 \
         --fine-tune length_grouped=True
 
-CLINC150: train on the in-scope intents; each pipeline's temperature and out-of-scope threshold are chosen
-on the validation split (in scope + out of scope); in-scope accuracy (a query pushed out of scope counts
+CLINC150: train on the in-scope intents; each pipeline's temperature, out-of-scope score (its calibrated
+confidence, or the Mahalanobis score of a fine-tuned encoder) and threshold are chosen on the validation
+split (in scope + out of scope); in-scope accuracy (a query pushed out of scope counts
 as wrong) and out-of-scope recall are reported on test. With CSV files there is no out-of-scope split:
 a stratified tenth of the training file is the validation split and test accuracy is reported.
 Latency is one query at a time through the deployed `IntentModel.predict`, model load excluded.
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from training.pipelines import intent_data  # noqa: E402
+from training.pipelines.intent_classifiers import SCOPE_SCORES  # noqa: E402
 from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord  # noqa: E402
 from training.pipelines.intent_encoders import FineTuneConfig  # noqa: E402
 from training.pipelines.intent_eval import evaluation_report, reports_compare  # noqa: E402
@@ -144,6 +146,13 @@ def main() -> None:
         help="threshold objective (default: the platform's)",
     )
     parser.add_argument(
+        "--oos-score",
+        choices=list(SCOPE_SCORES),
+        default=None,
+        help="what a query is out of scope below: the calibrated confidence, the Mahalanobis score, or the "
+        "one validation prefers (default: the platform's, auto)",
+    )
+    parser.add_argument(
         "--encoder",
         default="",
         help="the sentence encoder: a packaged one's name (training/pipelines/encoder_packages.NAMES) or a "
@@ -173,6 +182,8 @@ def main() -> None:
     config.fine_tune = fine_tune_config(config.fine_tune, args.fine_tune, parser)
     if args.objective:
         config.threshold_objective = args.objective
+    if args.oos_score:
+        config.oos_score = args.oos_score
     started = time.monotonic()
     results = intent_pipelines_train(train, val, config, progress=_bar(dataset))
     log(f"trained every pipeline in {time.monotonic() - started:.0f} s")
@@ -196,6 +207,7 @@ def main() -> None:
             "accuracy": round(100 * report["accuracy"], 2),
             "raw_inscope_accuracy": round(100 * raw, 2),  # the best intent, no threshold: the ceiling
             "macro_f1": round(100 * report["macro_f1"], 2),
+            "oos_score": result.model.scope,
             "threshold": round(result.model.threshold, 4),
             "temperature": round(result.model.temperature, 3),
             "p50_ms": round(p50, 2),

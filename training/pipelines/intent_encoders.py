@@ -81,7 +81,7 @@ def runtime_name(name: str) -> str:
 
 
 class _Exported(torch.nn.Module):
-    """A module taking a tokenized batch as a dict, as torch.onnx traces it: two tensors in, one out."""
+    """A module taking a tokenized batch as a dict, as torch.onnx traces it: two tensors in, one or more out."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
@@ -91,8 +91,11 @@ class _Exported(torch.nn.Module):
         return self.module({"input_ids": input_ids, "attention_mask": attention_mask})
 
 
-def onnx_export(module: torch.nn.Module, tokenizer, max_length: int) -> bytes:
-    """`module` (a tokenized batch in, one row of float32 out per text) as an ONNX model, any batch and length.
+def onnx_export(
+    module: torch.nn.Module, tokenizer, max_length: int, output_names: Sequence[str] = ("output",)
+) -> bytes:
+    """`module` (a tokenized batch in, one row of float32 out per text, in each of its outputs) as an ONNX
+    model, any batch and length; `output_names` names its outputs, in the order the module returns them.
 
     torch.export traces it as it is, in eval mode and float32 (`for_inference(module, "float32")`), in a
     few seconds for all-MiniLM-L6-v2; token type ids are left to the encoder's default, zeros, which is
@@ -108,7 +111,7 @@ def onnx_export(module: torch.nn.Module, tokenizer, max_length: int) -> bytes:
             _Exported(module).eval(),
             (example["input_ids"], example["attention_mask"]),
             input_names=["input_ids", "attention_mask"],
-            output_names=["output"],
+            output_names=list(output_names),
             dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}),
             dynamo=True,
             verbose=False,
@@ -152,9 +155,15 @@ class OnnxModule:
         model = source if isinstance(source, bytes) else str(source)
         self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.output_names = tuple(output.name for output in self.session.get_outputs())
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Every output of the model, in `output_names`' order."""
         feed = {name: batch[name].numpy() for name in ("input_ids", "attention_mask")}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return tuple(torch.from_numpy(out) for out in self.session.run(None, feed))
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.outputs(batch)[0]
 
     def save(self, path: Path) -> None:
         """Write the model to `path`; the bytes a fresh export held are let go (the session keeps its copy)."""
@@ -210,6 +219,22 @@ class EncoderClassifier(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.embed(batch))
+
+
+class LogitsAndEmbedding(torch.nn.Module):
+    """An `EncoderClassifier` that also returns its sentence embedding: what its ONNX export computes, so one
+    pass gives the intents' logits and the embedding an out-of-scope score measures (`LOGITS_AND_EMBEDDING`)."""
+
+    def __init__(self, classifier: EncoderClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.classifier.embed(batch)
+        return self.classifier.head(embedding), embedding
+
+
+LOGITS_AND_EMBEDDING = ("output", "sentence_embedding")  # the export's outputs; one made before it has "output" only
 
 
 def _tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ FitPredict = Callable[[list[str], list[str], list[str]], tuple[list[str], np.nda
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    threshold: float  # confidence below which a prediction becomes OUT_OF_SCOPE
+    threshold: float  # the score (a confidence, or another in-scope score) below which a prediction is OUT_OF_SCOPE
     objective: str  # "balanced" or "accuracy", as asked
     rule: str  # what decided the threshold, in words (differs when validation has no out-of-scope example)
     accuracy: float  # overall accuracy on validation at this threshold
@@ -49,9 +49,11 @@ def threshold_apply(labels: Sequence[str], confidences: np.ndarray, threshold: f
 
 
 def _candidates(conf: np.ndarray) -> np.ndarray:
-    """0 (keep every prediction), then the midpoints between consecutive distinct confidences."""
+    """One that keeps every prediction (0 for probabilities; below the lowest score for a score that can be
+    negative), then the midpoints between consecutive distinct confidences."""
     distinct = np.unique(conf)
-    return np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2])
+    keep_all = min(0.0, float(distinct[0]) - 1.0)
+    return np.concatenate([[keep_all], (distinct[:-1] + distinct[1:]) / 2])
 
 
 def threshold_choose(
@@ -64,7 +66,8 @@ def threshold_choose(
 ) -> ThresholdChoice:
     """The confidence threshold for `threshold_apply`, chosen on validation predictions.
 
-    Candidates are 0 and the midpoints between consecutive distinct confidences, so every way of splitting
+    Candidates keep every prediction (0, or below the lowest score) or sit midway between consecutive distinct
+    confidences (or any in-scope score, higher meaning more in scope), so every way of splitting
     the validation examples by confidence is tried once (rejecting all of them is not a candidate).
     With out-of-scope examples in `y_true`, the threshold maximises in-scope accuracy + out-of-scope recall
     (objective "balanced", Larson et al. 2019) or overall accuracy (objective "accuracy"); among equal

@@ -36,7 +36,7 @@ from training.pipelines.intent_classifiers import (
     log_softmax,
 )
 from training.pipelines.intent_data import OUT_OF_SCOPE
-from training.pipelines.intent_eval import evaluation_report, threshold_apply, threshold_choose
+from training.pipelines.intent_eval import ThresholdChoice, evaluation_report, threshold_apply, threshold_choose
 
 FORMAT = "mediachat.intent/1"
 META_FILE = "intent.json"
@@ -62,13 +62,26 @@ class IntentPrediction:
 
 
 class IntentModel:
-    """A deployed pipeline: its classifier, temperature and out-of-scope threshold."""
+    """A deployed pipeline: its classifier, temperature, out-of-scope score (`scope`: "confidence" or
+    "mahalanobis", intent_classifiers.SCOPE_SCORES) and the threshold on that score."""
 
-    def __init__(self, classifier: Classifier, temperature: float, threshold: float, meta: dict | None = None):
+    def __init__(
+        self,
+        classifier: Classifier,
+        temperature: float,
+        threshold: float,
+        meta: dict | None = None,
+        scope: str = "confidence",
+    ):
+        if scope not in ("confidence", "mahalanobis"):
+            raise ValueError(f"scope must be 'confidence' or 'mahalanobis', not {scope!r}")
+        if scope == "mahalanobis" and not classifier.has_scope:
+            raise ValueError(f"this {classifier.name} model has no fine-tuned encoder statistics: no Mahalanobis score")
         self.classifier = classifier
         self.temperature = temperature
         self.threshold = threshold
         self.meta = meta or {}
+        self.scope = scope
 
     @property
     def labels(self) -> list[str]:
@@ -80,14 +93,16 @@ class IntentModel:
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         if not texts:
             return []
-        probs = self.probabilities(texts)
+        scores, mahalanobis = self.classifier.scores_and_scope(texts)
+        probs = np.exp(log_softmax(scores / self.temperature))
+        in_scope = probs.max(axis=1) if self.scope == "confidence" else mahalanobis
         out = []
-        for row in probs:
+        for row, score in zip(probs, in_scope, strict=True):
             top = np.argsort(-row)[:3]
             best, confidence = self.labels[top[0]], float(row[top[0]])
             out.append(
                 IntentPrediction(
-                    label=best if confidence >= self.threshold else OUT_OF_SCOPE,
+                    label=best if score >= self.threshold else OUT_OF_SCOPE,
                     confidence=round(confidence, 4),
                     best=best,
                     ranking=tuple((self.labels[i], round(float(row[i]), 4)) for i in top),
@@ -105,6 +120,7 @@ class IntentModel:
             "labels": self.labels,
             "temperature": self.temperature,
             "threshold": self.threshold,
+            "scope": self.scope,
             "config": asdict(config),
         }
         if isinstance(self.classifier, EnsembleClassifier):
@@ -130,7 +146,8 @@ class IntentModel:
             classifier: Classifier = EnsembleClassifier(labels, members)
         else:
             classifier = CLASSIFIERS[meta["pipeline"]].load(folder, labels, config)
-        return cls(classifier, meta["temperature"], meta["threshold"], meta)
+        # A model saved before the out-of-scope score could be chosen thresholded its confidence.
+        return cls(classifier, meta["temperature"], meta["threshold"], meta, meta.get("scope", "confidence"))
 
 
 @dataclass
@@ -164,6 +181,36 @@ def _ensemble_weight(scores: dict, temperatures: dict, targets: np.ndarray, insc
         if best is None or loss < best[0]:
             best = (loss, weight, temperature)
     return best[1], best[2]
+
+
+def scope_choose(
+    val_labels: list[str], predicted: list[str], candidates: dict[str, np.ndarray | None], config: IntentConfig
+) -> tuple[str, ThresholdChoice, dict[str, float]]:
+    """The out-of-scope score of `candidates` (name → validation scores, None where the pipeline has none)
+    that `config.oos_score` asks for, its threshold, and each tried score's objective on validation.
+
+    "auto" keeps the score whose best threshold scores higher on the threshold objective (the calibrated
+    confidence on a tie, or when validation has no out-of-scope example to tell them apart); a pipeline
+    without a Mahalanobis score (TF-IDF, frozen embeddings) keeps its confidence whatever is asked.
+    """
+    available = {name: values for name, values in candidates.items() if values is not None}
+    if config.oos_score != "auto" and config.oos_score in available:
+        available = {config.oos_score: available[config.oos_score]}
+    choices = {
+        name: threshold_choose(val_labels, predicted, values, objective=config.threshold_objective)
+        for name, values in available.items()
+    }
+
+    def objective(choice: ThresholdChoice) -> float:
+        if config.threshold_objective == "accuracy":
+            return choice.accuracy
+        return choice.inscope_accuracy + choice.oos_recall
+
+    if len(choices) > 1 and choices["confidence"].n_oos == 0:
+        choices = {"confidence": choices["confidence"]}
+    tried = {name: round(objective(choice), 6) for name, choice in choices.items()}
+    scope = max(choices, key=lambda name: (tried[name], name == "confidence"))
+    return scope, choices[scope], tried
 
 
 def training_order(pipelines: Sequence[str]) -> list[str]:
@@ -200,6 +247,7 @@ def intent_pipelines_train(
 
     fitted: dict[str, tuple[Classifier, dict, float]] = {}
     scores: dict[str, np.ndarray] = {}
+    scopes: dict[str, np.ndarray | None] = {}
     for name in training_order(config.pipelines):
         started = time.monotonic()
         classifier = CLASSIFIERS[name](labels, config)
@@ -207,7 +255,7 @@ def intent_pipelines_train(
             train_texts, targets, progress=lambda f, line, n=name: report_progress(n, f, line), should_stop=should_stop
         )
         fitted[name] = (classifier, fit, time.monotonic() - started)
-        scores[name] = classifier.scores(val_texts)
+        scores[name], scopes[name] = classifier.scores_and_scope(val_texts)
     temperatures = {name: temperature_fit(s[inscope], val_targets[inscope]) for name, s in scores.items()}
     if "ensemble" in config.pipelines:
         weight, temperatures["ensemble"] = _ensemble_weight(scores, temperatures, val_targets[inscope], inscope)
@@ -219,6 +267,7 @@ def intent_pipelines_train(
         seconds = sum(fitted[m][2] for m in ENSEMBLE_MEMBERS)
         fit = {"members": list(ENSEMBLE_MEMBERS), "weights": list(weights)}
         fitted["ensemble"] = (EnsembleClassifier(labels, members), fit, seconds)
+        scopes["ensemble"] = scopes.get(ENSEMBLE_MEMBERS[0])
 
     results: dict[str, PipelineResult] = {}
     for name in config.pipelines:
@@ -226,13 +275,17 @@ def intent_pipelines_train(
         probs = np.exp(log_softmax(scores[name] / temperatures[name]))
         predicted = [labels[i] for i in probs.argmax(axis=1)]
         confidences = probs.max(axis=1)
-        choice = threshold_choose(val_labels, predicted, confidences, objective=config.threshold_objective)
+        candidates = {"confidence": confidences, "mahalanobis": scopes.get(name)}
+        scope, choice, tried = scope_choose(val_labels, predicted, candidates, config)
         report = evaluation_report(
-            val_labels, threshold_apply(predicted, confidences, choice.threshold), confidences=confidences
+            val_labels, threshold_apply(predicted, candidates[scope], choice.threshold), confidences=confidences
         )
-        model = IntentModel(classifier, temperatures[name], float(choice.threshold))
-        results[name] = PipelineResult(model, report, choice.as_dict(), fit, round(seconds, 1))
+        model = IntentModel(classifier, temperatures[name], float(choice.threshold), scope=scope)
+        threshold = {**choice.as_dict(), "score": scope, "scores_tried": tried}
+        results[name] = PipelineResult(model, report, threshold, fit, round(seconds, 1))
         report_progress(
-            "validation", 1.0, f"{name}: validation accuracy {report['accuracy']:.3f}, threshold {choice.threshold:.3f}"
+            "validation",
+            1.0,
+            f"{name}: validation accuracy {report['accuracy']:.3f}, out of scope below {scope} {choice.threshold:.3f}",
         )
     return results
