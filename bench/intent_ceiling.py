@@ -6,7 +6,7 @@
 The model is one `bench/intents.py --save` wrote (a `finetuned` or `ensemble` pipeline). The intent is
 always the model's best; only the score that sends a query out of scope changes:
 
-- `msp`: the model's calibrated confidence (what the platform deploys);
+- `msp`: the model's calibrated confidence (the platform's `oos_score` "confidence");
 - `max_logit`, `energy`: the fine-tuned head's largest logit, and the log-sum-exp of its logits;
 - `mahalanobis`: the distance of the fine-tuned sentence embedding to the nearest intent's mean under
   the intents' shared covariance (Lee et al. 2018; Podolskiy et al. 2021), Ledoit-Wolf shrunk;

@@ -139,6 +139,17 @@ def test_threshold_counts_oos_predictions_as_caught() -> None:
     assert choice.threshold == 0.0 and choice.oos_recall == 1.0 and choice.accuracy == 1.0
 
 
+def test_threshold_on_a_score_that_can_be_negative() -> None:
+    # A Mahalanobis score (minus a squared distance): the same split as THRESHOLD_CONF's, shifted below 0.
+    scores = THRESHOLD_CONF - 10.0
+    choice = threshold_choose(THRESHOLD_TRUTH, THRESHOLD_PRED, scores, objective="accuracy")
+    assert choice.threshold == pytest.approx(0.375 - 10.0) and choice.accuracy == pytest.approx(6 / 7)
+    # Keeping everything is still a candidate: below the lowest score, not 0 (which would reject all).
+    everything_in = threshold_choose(["a", "b"], ["a", "b"], np.array([-40.0, -3.0]), objective="accuracy")
+    assert everything_in.threshold < -40.0 and everything_in.accuracy == 1.0
+    assert threshold_apply(["a", "b"], np.array([-40.0, -3.0]), everything_in.threshold) == ["a", "b"]
+
+
 def test_threshold_without_oos_examples_allows_a_small_inscope_drop() -> None:
     # 198 right at 0.9, one right at 0.3, one wrong at 0.1: in-scope accuracy 0.995 at thresholds 0 and 0.2,
     # 0.99 at 0.6 (a drop of exactly 0.005)
@@ -318,3 +329,16 @@ def test_report_template_renders() -> None:
     plain = render_to_string("admin/training/intent_report.html", {"report": evaluation_report(["a"], ["a"])})
     assert "1.000" in plain and "Pipelines side by side" not in plain and "Cross-validation" not in plain
     assert "Out-of-scope recall" not in plain
+
+
+def test_report_names_the_score_its_threshold_is_on() -> None:
+    truth, pred = ["a", "b", OOS], ["a", "b", "a"]
+    report = evaluation_report(truth, pred)
+    report["threshold"] = {
+        **threshold_choose(truth, pred, np.array([-2.0, -3.0, -9.0])).as_dict(),
+        "score": "mahalanobis",
+    }
+    html = render_to_string("admin/training/intent_report.html", {"report": report})
+    assert "below this Mahalanobis score" in html and "below this confidence" not in html
+    report["threshold"]["score"] = "confidence"
+    assert "below this confidence" in render_to_string("admin/training/intent_report.html", {"report": report})

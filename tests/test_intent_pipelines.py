@@ -6,8 +6,16 @@ import pytest
 from tests.intent_samples import OUT, TEMPLATES
 from tests.intent_samples import examples as _examples
 from training.pipelines import intent_encoders
+from training.pipelines.intent_classifiers import MahalanobisScore
 from training.pipelines.intent_data import OUT_OF_SCOPE, IntentRecord
-from training.pipelines.intents import IntentConfig, IntentModel, intent_pipelines_train, log_softmax, temperature_fit
+from training.pipelines.intents import (
+    IntentConfig,
+    IntentModel,
+    intent_pipelines_train,
+    log_softmax,
+    scope_choose,
+    temperature_fit,
+)
 
 
 def _split(records):
@@ -312,3 +320,125 @@ def test_int8_weights_deploy_smaller_with_nearly_the_same_scores(tiny_encoder, t
     assert loaded.classifier.runner.source == int8_file
     np.testing.assert_allclose(loaded.probabilities(texts), trained.probabilities(texts), atol=1e-6)
     assert [p.label for p in loaded.predict(texts)] == [p.label for p in trained.predict(texts)]
+
+
+def test_mahalanobis_score_is_minus_the_distance_to_the_nearest_intent(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, size=(3, 6))
+    targets = np.repeat(np.arange(3), 200)
+    embeddings = centres[targets] + rng.normal(0, 1, size=(600, 6)) * np.array([3, 1, 1, 1, 1, 0.2])
+    score = MahalanobisScore.fit(embeddings, targets, 3)
+    np.testing.assert_allclose(score.means, [embeddings[targets == c].mean(0) for c in range(3)])
+
+    queries = np.vstack([centres + 0.1, rng.normal(0, 5, size=(4, 6)), centres[:1] + 40])
+    by_hand = [-min((q - m) @ score.precision @ (q - m) for m in score.means) for q in queries]
+    np.testing.assert_allclose(score(queries), by_hand, rtol=1e-9, atol=1e-9)
+    assert score(queries[:3]).min() > score(queries[-1:])[0]  # far from every intent: lowest
+    # Distance is measured in the intents' own spread: along the wide first axis a step counts for less.
+    step = np.eye(6)[[0, 5]] * 3.0
+    wide, narrow = centres[:1] + step[:1], centres[:1] + step[1:]
+    assert score(wide)[0] > score(narrow)[0]
+
+    score.save(tmp_path / MahalanobisScore.FILE)
+    loaded = MahalanobisScore.load(tmp_path / MahalanobisScore.FILE)
+    np.testing.assert_allclose(loaded(queries), score(queries))
+
+
+def test_scope_choose_keeps_the_score_validation_prefers():
+    truth = ["a", "a", "b", "b", OUT_OF_SCOPE, OUT_OF_SCOPE]
+    predicted = ["a", "a", "b", "b", "a", "b"]
+    confidence = np.array([0.9, 0.5, 0.9, 0.6, 0.7, 0.8])  # the out-of-scope ones are as sure as the rest
+    mahalanobis = np.array([-1.0, -2.0, -1.5, -1.2, -9.0, -7.0])  # ...but far from every intent
+    candidates = {"confidence": confidence, "mahalanobis": mahalanobis}
+    scope, choice, tried = scope_choose(truth, predicted, candidates, IntentConfig())
+    assert scope == "mahalanobis" and -7.0 < choice.threshold < -2.0 and choice.accuracy == 1.0
+    assert tried == {"confidence": pytest.approx(5 / 6), "mahalanobis": 1.0}
+
+    forced, choice, tried = scope_choose(truth, predicted, candidates, IntentConfig(oos_score="confidence"))
+    assert forced == "confidence" and list(tried) == ["confidence"]
+    # A tie keeps the confidence; so does a pipeline without the other score, whatever is asked.
+    assert (
+        scope_choose(truth, predicted, {"confidence": confidence, "mahalanobis": confidence - 5}, IntentConfig())[0]
+        == "confidence"
+    )
+    tfidf = {"confidence": confidence, "mahalanobis": None}
+    assert scope_choose(truth, predicted, tfidf, IntentConfig(oos_score="mahalanobis"))[0] == "confidence"
+    # Without an out-of-scope example in validation nothing tells the scores apart: the confidence stays.
+    inscope = slice(0, 4)
+    only_in = {name: values[inscope] for name, values in candidates.items()}
+    assert scope_choose(truth[inscope], predicted[inscope], only_in, IntentConfig())[0] == "confidence"
+    with pytest.raises(ValueError, match="oos_score must be one of"):
+        IntentConfig(oos_score="energy")
+
+
+def test_a_fine_tuned_encoder_sends_queries_far_from_every_intent_out_of_scope(saved_minilm, tmp_path):
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned", "ensemble"), encoder=str(saved_minilm), oos_score="mahalanobis")
+    config.fine_tune.epochs = 4
+    config.fine_tune.min_steps = 0
+    lines = []
+    results = intent_pipelines_train(train, val, config, progress=lambda p, f, line: lines.append(line))
+    assert any("embedding" in line and "training examples" in line for line in lines)
+    for name in ("finetuned", "ensemble"):
+        result = results[name]
+        model = result.model
+        assert model.scope == "mahalanobis" and result.threshold["score"] == "mahalanobis"
+        assert result.threshold["threshold"] < 0  # minus a squared distance
+        inscope = model.predict([r.text for r in val if r.label != OUT_OF_SCOPE])
+        out = model.predict(OUT)
+        caught = sum(p.label == OUT_OF_SCOPE for p in out) / len(out)
+        lost = sum(p.label == OUT_OF_SCOPE for p in inscope) / len(inscope)
+        assert caught > 0.5 and lost < 0.2
+        # The threshold is on the score, whatever the confidence: a query below it is out of scope.
+        _, scores = model.classifier.scores_and_scope(OUT)
+        assert [p.label == OUT_OF_SCOPE for p in out] == list(scores < model.threshold)
+
+    ensemble = results["ensemble"].model
+    finetuned = ensemble.classifier.members[0][0]
+    assert finetuned.runner.output_names == intent_encoders.LOGITS_AND_EMBEDDING  # one pass gives both
+    np.testing.assert_allclose(ensemble.classifier.scores_and_scope(OUT)[1], finetuned.scores_and_scope(OUT)[1])
+
+    ensemble.save(tmp_path / "e", config)
+    assert (tmp_path / "e" / "finetuned" / MahalanobisScore.FILE).exists()
+    loaded = IntentModel.load(tmp_path / "e")
+    texts = OUT + [r.text for r in val] + BAD_INPUTS
+    assert loaded.scope == "mahalanobis" and loaded.meta["scope"] == "mahalanobis"
+    assert [p.label for p in loaded.predict(texts)] == [p.label for p in ensemble.predict(texts)]
+    np.testing.assert_allclose(
+        loaded.classifier.scores_and_scope(texts)[1], ensemble.classifier.scores_and_scope(texts)[1], rtol=1e-5
+    )
+
+
+def test_a_model_saved_before_the_sentence_embedding_was_exported_still_loads(tiny_encoder, tmp_path):
+    import json
+
+    train, val = _split(_examples())
+    config = IntentConfig(pipelines=("finetuned",), encoder=str(tiny_encoder), runtime="onnx", oos_score="mahalanobis")
+    config.fine_tune.min_steps = 20
+    trained = intent_pipelines_train(train, val, config)["finetuned"].model
+    with pytest.raises(ValueError, match="no Mahalanobis score"):
+        IntentModel(intent_pipelines_train(train, val, IntentConfig(pipelines=("tfidf",)))["tfidf"].model.classifier,
+                    1.0, -5.0, scope="mahalanobis")  # fmt: skip
+    trained.save(tmp_path / "m", config)
+    folder = tmp_path / "m"
+    # What an earlier version wrote: an export with the logits alone, no statistics, no "scope" in intent.json.
+    classifier = trained.classifier
+    old_export = intent_encoders.onnx_export(classifier.module, classifier.tokenizer, 48)
+    (folder / "finetuned" / intent_encoders.ONNX_FILE).write_bytes(old_export)
+    (folder / "finetuned" / MahalanobisScore.FILE).unlink()
+    meta = json.loads((folder / "intent.json").read_text())
+    del meta["scope"]
+    meta["threshold"] = 0.3
+    (folder / "intent.json").write_text(json.dumps(meta))
+
+    old = IntentModel.load(folder)
+    assert old.scope == "confidence" and not old.classifier.has_scope
+    assert old.classifier.runner.output_names == ("output",)
+    texts = [r.text for r in val] + BAD_INPUTS
+    np.testing.assert_allclose(old.probabilities(texts), trained.probabilities(texts), atol=1e-5)
+    assert [p.label == OUT_OF_SCOPE for p in old.predict(texts)] == [p.confidence < 0.3 for p in old.predict(texts)]
+    # A Mahalanobis model whose statistics went missing is refused at load, not answered wrongly.
+    meta["scope"] = "mahalanobis"
+    (folder / "intent.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no Mahalanobis score"):
+        IntentModel.load(folder)

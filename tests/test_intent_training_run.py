@@ -76,6 +76,7 @@ def test_too_little_data_fails_naming_the_intents(db, model_dir):
         ({"kfold": 1}, "kfold"),
         ({"encoder": "/nowhere/at/all"}, r"neither a packaged encoder \(all-MiniLM-L6-v2, all-mpnet-base-v2\)"),
         ({"int8": "yes"}, "int8 must be true or false"),
+        ({"oos_score": "energy"}, "oos_score must be 'auto' or 'confidence' or 'mahalanobis'"),
         ({"colour": "blue"}, "Unknown parameters"),
     ],
 )
@@ -83,6 +84,11 @@ def test_bad_parameters_are_refused_at_launch(db, parameters, message):
     with pytest.raises(TrainingRunError, match=message):
         training_run_here(kind=ModelKind.INTENT, parameters=parameters, user_id=None)
     assert not TrainingRun.objects.exists()
+
+
+def test_the_out_of_scope_score_is_a_parameter():
+    assert IntentParameters().oos_score == "auto"
+    assert IntentParameters.from_parameters({"oos_score": "mahalanobis"}).oos_score == "mahalanobis"
 
 
 def test_a_packaged_encoder_is_chosen_by_name():

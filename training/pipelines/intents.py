@@ -1,6 +1,7 @@
 """Intent classifiers: train several pipelines, calibrate them, choose an out-of-scope threshold, deploy the best.
 
-Pipelines (all score the in-scope intents; out of scope is "confidence below the threshold"):
+Pipelines (all score the in-scope intents; out of scope is "out-of-scope score below the threshold", the score
+being the calibrated confidence or, with a fine-tuned encoder, its Mahalanobis score, whichever validation prefers):
 
 - `tfidf`: word 1-2 and character 2-5 gram TF-IDF with logistic regression (scikit-learn);
 - `embedding`: all-MiniLM-L6-v2 sentence embeddings, frozen, with a logistic-regression head;
@@ -8,8 +9,8 @@ Pipelines (all score the in-scope intents; out of scope is "confidence below the
 - `ensemble`: the calibrated log-probabilities of `finetuned` and `tfidf`, weighted as validation prefers
   (one encoder pass).
 
-Each pipeline's scores are calibrated by temperature scaling on validation data, and its threshold on the
-calibrated confidence is chosen there too (Larson et al. 2019: train on the in-scope intents, tune the
+Each pipeline's scores are calibrated by temperature scaling on validation data, and its out-of-scope score
+and threshold are chosen there too (Larson et al. 2019: train on the in-scope intents, tune the
 threshold on validation with its out-of-scope examples). `IntentModel` is what is deployed: one pipeline,
 its temperature and threshold, saved as a folder with `intent.json`. Plain Python: no Django.
 """

@@ -41,10 +41,13 @@ class IntentParameters:
     # "" is the shipped all-MiniLM-L6-v2; a packaged encoder's name (encoder_packages.NAMES); or a local folder
     encoder: str = ""
     int8: bool = False  # the deployed encoder's weights in int8 (onnxruntime): a base-size encoder's latency
+    # What a message is out of scope below (intent_classifiers.SCOPE_SCORES): "auto" lets validation choose
+    # between the calibrated confidence and the fine-tuned encoder's Mahalanobis score.
+    oos_score: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from training.pipelines.intent_classifiers import PIPELINES
+        from training.pipelines.intent_classifiers import PIPELINES, SCOPE_SCORES
         from training.pipelines.intent_encoders import OBJECTIVES
 
         if not isinstance(self.pipelines, list | tuple) or not self.pipelines:
@@ -62,6 +65,7 @@ class IntentParameters:
             "kfold": (_int(self.kfold) and (self.kfold == 0 or 2 <= self.kfold <= 10), "0, or 2 to 10"),
             "encoder": (isinstance(self.encoder, str), "a packaged encoder's name or a folder path"),
             "int8": (isinstance(self.int8, bool), "true or false"),
+            "oos_score": (self.oos_score in SCOPE_SCORES, " or ".join(repr(s) for s in SCOPE_SCORES)),
             "seed": (_int(self.seed) and 0 <= self.seed < 2**31, "a non-negative integer"),
         }
         for name, (ok, expected) in checks.items():
@@ -175,7 +179,12 @@ def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
         phase="data",
     )
     config = IntentConfig(
-        pipelines=tuple(params.pipelines), encoder=params.encoder, int8=params.int8, seed=params.seed, threads=0
+        pipelines=tuple(params.pipelines),
+        encoder=params.encoder,
+        int8=params.int8,
+        oos_score=params.oos_score,
+        seed=params.seed,
+        threads=0,
     )
     config.fine_tune.epochs = params.epochs
     config.fine_tune.objective = params.objective
