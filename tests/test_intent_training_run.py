@@ -76,6 +76,7 @@ def test_too_little_data_fails_naming_the_intents(db, model_dir):
         ({"kfold": 1}, "kfold"),
         ({"encoder": "/nowhere/at/all"}, r"neither a packaged encoder \(all-MiniLM-L6-v2, all-mpnet-base-v2\)"),
         ({"int8": "yes"}, "int8 must be true or false"),
+        ({"length_grouped": 1}, "length_grouped must be true or false"),
         ({"oos_score": "energy"}, "oos_score must be 'auto' or 'confidence' or 'mahalanobis'"),
         ({"colour": "blue"}, "Unknown parameters"),
     ],
@@ -149,8 +150,13 @@ def test_the_command_trains_activates_and_reports(db, model_dir):
         call_command("train_intent_model", "--pipelines", "tfidf", "--no-progress", stdout=StringIO())
     _load_examples()
     out = StringIO()
-    call_command("train_intent_model", "--pipelines", "tfidf", "--activate", "--no-progress", stdout=out)
+    call_command(
+        "train_intent_model", "--pipelines", "tfidf", "--activate", "--no-progress", "--oos-score", "confidence",
+        "--length-grouped", stdout=out,
+    )  # fmt: skip
     version = ModelVersion.objects.active().get(kind=ModelKind.INTENT)
+    run = TrainingRun.objects.get(pk=version.training_run_id)
+    assert run.parameters["oos_score"] == "confidence" and run.parameters["length_grouped"] is True
     assert f"model version {version.pk}" in out.getvalue() and "tfidf (best): inscope_accuracy" in out.getvalue()
     with pytest.raises(CommandError, match="unknown pipelines"):
         call_command("train_intent_model", "--pipelines", "bert", stdout=StringIO())

@@ -34,6 +34,8 @@ class IntentParameters:
     pipelines: list[str] = field(default_factory=lambda: ["tfidf", "finetuned", "ensemble"])  # compared
     epochs: float = 3.0  # fine-tuning epochs over the training split
     objective: str = "classification"  # fine-tuning loss: "classification", or "contrastive" (with SupCon)
+    # "classification" only: batches of examples of similar length (FineTuneConfig.length_grouped)
+    length_grouped: bool = False
     min_examples: int = 10  # an intent with fewer examples stops the run, named in the message
     validation_fraction: float = 0.15  # of each intent's examples: temperature and threshold
     test_fraction: float = 0.15  # of each intent's examples: the report
@@ -65,6 +67,7 @@ class IntentParameters:
             "kfold": (_int(self.kfold) and (self.kfold == 0 or 2 <= self.kfold <= 10), "0, or 2 to 10"),
             "encoder": (isinstance(self.encoder, str), "a packaged encoder's name or a folder path"),
             "int8": (isinstance(self.int8, bool), "true or false"),
+            "length_grouped": (isinstance(self.length_grouped, bool), "true or false"),
             "oos_score": (self.oos_score in SCOPE_SCORES, " or ".join(repr(s) for s in SCOPE_SCORES)),
             "seed": (_int(self.seed) and 0 <= self.seed < 2**31, "a non-negative integer"),
         }
@@ -188,6 +191,7 @@ def intent_train(run: TrainingRun, checkpoint: Checkpoint) -> PipelineResult:
     )
     config.fine_tune.epochs = params.epochs
     config.fine_tune.objective = params.objective
+    config.fine_tune.length_grouped = params.length_grouped
     config.fine_tune.seed = params.seed
     name = f"intent-run-{run.id}"
     root = Path(settings.MODEL_DIR) / ModelKind.INTENT

@@ -26,6 +26,17 @@ class Command(BaseCommand):
             help="A packaged encoder (all-MiniLM-L6-v2, the default, or all-mpnet-base-v2) or a local folder.",
         )
         parser.add_argument("--int8", action="store_true", help="Deploy the encoder with int8 weights.")
+        parser.add_argument(
+            "--length-grouped",
+            action="store_true",
+            help="Fine-tune on batches of similar length (about 40%% less time a step on short messages).",
+        )
+        parser.add_argument(
+            "--oos-score",
+            choices=["auto", "confidence", "mahalanobis"],
+            default=None,
+            help="What a message is out of scope below (default: auto, the one validation prefers).",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--activate", action="store_true", help="Make the new version the active intent model.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (log lines only).")
@@ -36,9 +47,10 @@ class Command(BaseCommand):
             "kfold": options["kfold"],
             "encoder": options["encoder"],
             "int8": options["int8"],
+            "length_grouped": options["length_grouped"],
             "seed": options["seed"],
         }
-        parameters |= {k: options[k] for k in ("epochs", "objective") if options[k] is not None}
+        parameters |= {k: options[k] for k in ("epochs", "objective", "oos_score") if options[k] is not None}
         run, version = command_run(
             self,
             kind=ModelKind.INTENT,
