@@ -52,7 +52,7 @@ def _candidates(conf: np.ndarray) -> np.ndarray:
     """One that keeps every prediction (0 for probabilities; below the lowest score for a score that can be
     negative), then the midpoints between consecutive distinct confidences."""
     distinct = np.unique(conf)
-    keep_all = min(0.0, float(distinct[0]) - 1.0)
+    keep_all = 0.0 if distinct[0] >= 0 else float(distinct[0]) - 1.0
     return np.concatenate([[keep_all], (distinct[:-1] + distinct[1:]) / 2])
 
 
