@@ -12,7 +12,7 @@ being the calibrated confidence or, with a fine-tuned encoder, its Mahalanobis s
 Each pipeline's scores are calibrated by temperature scaling on validation data, and its out-of-scope score
 and threshold are chosen there too (Larson et al. 2019: train on the in-scope intents, tune the
 threshold on validation with its out-of-scope examples). `IntentModel` is what is deployed: one pipeline,
-its temperature and threshold, saved as a folder with `intent.json`. Plain Python: no Django.
+its temperature, out-of-scope score and threshold, saved as a folder with `intent.json`. Plain Python: no Django.
 """
 
 import json
