@@ -32,6 +32,7 @@ MAX_CHARS = 2000  # a longer message is classified on its start: intents show ea
 # probability of the best intent; "mahalanobis", the fine-tuned encoder's sentence embedding's closeness to
 # the nearest intent (MahalanobisScore); "auto", whichever scores better on validation.
 SCOPE_SCORES = ("auto", "confidence", "mahalanobis")
+DEPLOYED_SCOPES = SCOPE_SCORES[1:]  # what a trained model thresholds ("auto" is resolved on validation)
 
 Progress = Callable[[float, str], None]  # (fraction of this pipeline, log line or "")
 
@@ -217,12 +218,10 @@ def _runner(
     if config.runtime != "onnx":
         return module
     if saved is None:
-        if with_embedding:
-            exported = enc.onnx_export(
-                enc.LogitsAndEmbedding(module), tokenizer, config.fine_tune.max_length, enc.LOGITS_AND_EMBEDDING
-            )
-        else:
-            exported = enc.onnx_export(module, tokenizer, config.fine_tune.max_length)
+        target, names = (
+            (enc.LogitsAndEmbedding(module), enc.LOGITS_AND_EMBEDDING) if with_embedding else (module, ("output",))
+        )
+        exported = enc.onnx_export(target, tokenizer, config.fine_tune.max_length, names)
         return enc.OnnxModule(enc.onnx_quantize(exported) if config.int8 else exported)
     if enc.onnx_available() and saved.exists():
         return enc.OnnxModule(saved)
@@ -311,9 +310,9 @@ class FineTunedClassifier(TrainableClassifier):
         """The intents' logits and, in the same pass, the sentence embeddings (None from an ONNX export
         made before the embedding was one of its outputs)."""
         runner = self.runner
+        if not self._gives_embedding:
+            return self._encode(runner, texts), None
         if isinstance(runner, enc.OnnxModule):
-            if enc.LOGITS_AND_EMBEDDING[1] not in runner.output_names:
-                return self._encode(runner, texts), None
 
             def both(batch):
                 return torch.cat(runner.outputs(batch), dim=1)
@@ -337,11 +336,13 @@ class FineTunedClassifier(TrainableClassifier):
         return logits, (self.scope(embeddings) if self.scope is not None and embeddings is not None else None)
 
     @property
+    def _gives_embedding(self) -> bool:
+        """False for an ONNX export made before the sentence embedding was one of its outputs."""
+        return not isinstance(self.runner, enc.OnnxModule) or enc.LOGITS_AND_EMBEDDING[1] in self.runner.output_names
+
+    @property
     def has_scope(self) -> bool:
-        gives_embedding = not isinstance(self.runner, enc.OnnxModule) or (
-            enc.LOGITS_AND_EMBEDDING[1] in self.runner.output_names
-        )
-        return self.scope is not None and gives_embedding
+        return self.scope is not None and self._gives_embedding
 
     def save(self, folder):
         enc.save_module(self.module, self.tokenizer, folder / "finetuned")
@@ -370,7 +371,7 @@ class EnsembleClassifier(Classifier):
         self.members = members  # (classifier, its temperature, its weight)
 
     def scores(self, texts):
-        return self.scores_and_scope(texts)[0]
+        return ensemble_scores([(c.scores(texts), t, w) for c, t, w in self.members])
 
     def scores_and_scope(self, texts):
         """The members' combined scores, and the in-scope score of the first member that gives one."""

@@ -390,20 +390,22 @@ def fine_tune(
     schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup * total), total)
     labels = torch.tensor(list(targets), dtype=torch.long)
     contrastive = config.objective == "contrastive"
-    if config.length_grouped and not contrastive:
+    grouped = config.length_grouped and not contrastive
+    if grouped:
         lengths = [
             len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]
         ]
     model.train()
     started, step, loss_value = time.monotonic(), 0, float("nan")
     while step < total:
-        if config.length_grouped and not contrastive:
+        if grouped:
             batches = length_grouped_batches(lengths, config.batch_size, generator)
         else:
-            if contrastive:
-                perm = class_grouped_order(targets, config.per_class, generator)
-            else:
-                perm = torch.randperm(n, generator=generator).tolist()
+            perm = (
+                class_grouped_order(targets, config.per_class, generator)
+                if contrastive
+                else torch.randperm(n, generator=generator).tolist()
+            )
             batches = [perm[part] for part in _batches(n, config.batch_size)]
         for idx in batches:
             if step >= total:

@@ -27,6 +27,7 @@ from scipy.optimize import minimize_scalar
 
 from training.pipelines.intent_classifiers import (
     CLASSIFIERS,
+    DEPLOYED_SCOPES,
     ENSEMBLE_MEMBERS,
     ENSEMBLE_WEIGHTS,
     PIPELINES,
@@ -74,8 +75,8 @@ class IntentModel:
         meta: dict | None = None,
         scope: str = "confidence",
     ):
-        if scope not in ("confidence", "mahalanobis"):
-            raise ValueError(f"scope must be 'confidence' or 'mahalanobis', not {scope!r}")
+        if scope not in DEPLOYED_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(DEPLOYED_SCOPES)}, not {scope!r}")
         if scope == "mahalanobis" and not classifier.has_scope:
             raise ValueError(f"this {classifier.name} model has no fine-tuned encoder statistics: no Mahalanobis score")
         self.classifier = classifier
@@ -94,9 +95,13 @@ class IntentModel:
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         if not texts:
             return []
-        scores, mahalanobis = self.classifier.scores_and_scope(texts)
-        probs = np.exp(log_softmax(scores / self.temperature))
-        in_scope = probs.max(axis=1) if self.scope == "confidence" else mahalanobis
+        # The Mahalanobis score only where it decides: a model thresholding its confidence skips its products.
+        if self.scope == "confidence":
+            probs = self.probabilities(texts)
+            in_scope = probs.max(axis=1)
+        else:
+            scores, in_scope = self.classifier.scores_and_scope(texts)
+            probs = np.exp(log_softmax(scores / self.temperature))
         out = []
         for row, score in zip(probs, in_scope, strict=True):
             top = np.argsort(-row)[:3]

@@ -10,6 +10,8 @@ class Command(BaseCommand):
     help = "Train intent classifiers on the active intents' examples, compare them and register the best."
 
     def add_arguments(self, parser):
+        from training.pipelines.intent_classifiers import SCOPE_SCORES  # torch and scikit-learn: only when run
+
         parser.add_argument(
             "--pipelines",
             default="tfidf,finetuned,ensemble",
@@ -33,7 +35,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--oos-score",
-            choices=["auto", "confidence", "mahalanobis"],
+            choices=SCOPE_SCORES,
             default=None,
             help="What a message is out of scope below (default: auto, the one validation prefers).",
         )
